@@ -1,0 +1,3 @@
+from napari_unet.cli import entry
+
+entry()

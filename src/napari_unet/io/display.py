@@ -1,0 +1,112 @@
+"""How a Volume is shown in napari, and how a layer's data maps back to the scan.
+
+napari draws a 3D array as (slider, row, column). We reorder and flip the voxel axes
+(no resampling: the nearest orthogonal orientation, as nibabel's ``io_orientation``
+gives it) so that every view matches 3D Slicer's radiological convention:
+
+* axis 0 runs Superior → Inferior, axis 1 Anterior → Posterior, axis 2 Right → Left
+  (display axis codes "I", "P", "L").
+* Axial (napari's default view of axes 1, 2): anterior at the top, patient right on the
+  screen's left. Coronal (axes 0, 2): superior at the top, right on the left. Sagittal
+  (axes 0, 1): superior at the top, anterior on the left.
+
+World coordinates in napari are mm along those display axes: ``(-z, -y, -x)`` of RAS.
+Scale is the true voxel spacing, so anisotropic scans keep their aspect and the world
+extent equals the scan's. For oblique scans the display is the acquisition grid (as a
+radiologist reads it); the exact oblique affine stays in the layer metadata and is what
+the writer uses, so nothing is lost on export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as ornts
+
+from napari_unet.io.volume import Volume
+
+DISPLAY_AXCODES = ("I", "P", "L")
+#: Rows map RAS (x, y, z) to display world (I, P, L) = (-z, -y, -x).
+RAS_TO_DISPLAY = np.array([[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]])
+#: Key under which layers carry the scan geometry in ``layer.metadata``.
+METADATA_KEY = "napari_unet"
+
+
+@dataclass(frozen=True)
+class DisplayGeometry:
+    """The map between a volume's voxel grid and its napari layer.
+
+    Attributes:
+        affine: the native voxel → RAS affine (4×4, mm).
+        native_shape: the native array shape ``(i, j, k)``.
+        to_display_ornt: nibabel orientation transform native → display.
+        scale: mm per display voxel, one per display axis.
+        translate: display-world position (mm) of display voxel (0, 0, 0).
+    """
+
+    affine: np.ndarray
+    native_shape: tuple[int, int, int]
+    to_display_ornt: np.ndarray
+    scale: tuple[float, float, float]
+    translate: tuple[float, float, float]
+
+    @property
+    def display_shape(self) -> tuple[int, int, int]:
+        order = self.to_display_ornt[:, 0].astype(int)
+        shape = [0, 0, 0]
+        for src_axis, dst_axis in enumerate(order):
+            shape[dst_axis] = self.native_shape[src_axis]
+        return tuple(shape)  # type: ignore[return-value]
+
+    def to_display(self, array: np.ndarray) -> np.ndarray:
+        """Native ``(i, j, k)`` array → display array (a view, no copy)."""
+        if tuple(array.shape[:3]) != self.native_shape:
+            raise ValueError(f"array shape {array.shape} is not the scan's {self.native_shape}")
+        return ornts.apply_orientation(array, self.to_display_ornt)
+
+    def to_native(self, array: np.ndarray) -> np.ndarray:
+        """Display array → native ``(i, j, k)`` array (a view, no copy)."""
+        if tuple(array.shape[:3]) != self.display_shape:
+            raise ValueError(
+                f"layer shape {tuple(array.shape)} does not match the scan's display shape "
+                f"{self.display_shape}"
+            )
+        back = ornts.ornt_transform(ornts.axcodes2ornt(DISPLAY_AXCODES), self._native_ornt)
+        return ornts.apply_orientation(array, back)
+
+    @property
+    def _native_ornt(self) -> np.ndarray:
+        return ornts.io_orientation(self.affine)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Plain values for ``layer.metadata[METADATA_KEY]``."""
+        return {
+            "affine": self.affine.tolist(),
+            "native_shape": list(self.native_shape),
+            "display_axcodes": "".join(DISPLAY_AXCODES),
+            "orientation": "".join(nib.aff2axcodes(self.affine)),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> DisplayGeometry:
+        return display_geometry(np.asarray(meta["affine"], float), tuple(meta["native_shape"]))
+
+
+def display_geometry(affine: np.ndarray, native_shape: tuple[int, ...]) -> DisplayGeometry:
+    """Compute how a grid of ``native_shape`` voxels with ``affine`` is shown in napari."""
+    affine = np.asarray(affine, dtype=np.float64)
+    shape = tuple(int(s) for s in native_shape[:3])
+    transform = ornts.ornt_transform(
+        ornts.io_orientation(affine), ornts.axcodes2ornt(DISPLAY_AXCODES)
+    )
+    display_affine = affine @ ornts.inv_ornt_aff(transform, shape)
+    scale = tuple(float(s) for s in np.linalg.norm(display_affine[:3, :3], axis=0))
+    translate = tuple(float(t) for t in RAS_TO_DISPLAY @ display_affine[:3, 3])
+    return DisplayGeometry(affine, shape, transform, scale, translate)  # type: ignore[arg-type]
+
+
+def volume_geometry(volume: Volume) -> DisplayGeometry:
+    return display_geometry(volume.affine, volume.shape)
