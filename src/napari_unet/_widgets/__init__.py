@@ -1,0 +1,1 @@
+"""Dock widgets: the only package that imports qtpy, magicgui or napari.qt."""

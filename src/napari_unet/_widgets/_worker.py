@@ -1,0 +1,69 @@
+"""Run a long job (see `napari_unet.jobs`) off the GUI thread with progress and Cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info
+
+from napari_unet.errors import InputError
+from napari_unet.jobs import Cancelled, Progress
+
+
+def start_job(
+    job_factory: Callable[[], Generator[Progress, None, Any]],
+    *,
+    description: str,
+    on_result: Callable[[Any], None],
+    on_progress: Callable[[Progress], None] | None = None,
+    on_finished: Callable[[], None] | None = None,
+    on_error: Callable[[Exception], bool] | None = None,
+):
+    """Start ``job_factory()`` in a napari thread worker.
+
+    Progress events drive a napari progress bar (and ``on_progress``); the result goes
+    to ``on_result`` on the GUI thread; `InputError` and `Cancelled` become
+    notifications (unless ``on_error`` returns True); other exceptions go to napari's error handler. Returns the worker
+    (``worker.quit()`` cancels between steps).
+    """
+    bar = napari_progress(total=0, desc=description)
+
+    def generator():
+        return (yield from job_factory())
+
+    worker = create_worker(generator, _start_thread=False)
+
+    def yielded(event: Progress) -> None:
+        if event.total and bar.total != event.total:
+            bar.total = event.total
+        bar.n = event.done
+        if event.message:
+            bar.set_description(f"{description}: {event.message}")
+        bar.refresh()
+        if on_progress is not None:
+            on_progress(event)
+
+    def errored(exc: Exception) -> None:
+        if on_error is not None and on_error(exc):
+            return
+        if isinstance(exc, Cancelled):
+            show_info(f"{description}: cancelled")
+        elif isinstance(exc, InputError):
+            show_error(str(exc))
+        else:
+            raise exc
+
+    def finished() -> None:
+        bar.close()
+        if on_finished is not None:
+            on_finished()
+
+    worker.yielded.connect(yielded)
+    worker.returned.connect(on_result)
+    worker.errored.connect(errored)
+    worker.finished.connect(finished)
+    worker.start()
+    return worker

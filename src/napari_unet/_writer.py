@@ -1,0 +1,65 @@
+"""npe2 writers: a Labels or Image layer → NIfTI in the exact geometry of its scan.
+
+Errors are raised as `InputError` with one clear sentence; napari shows them as a
+notification (File > Save never crashes the viewer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_unet._layers import smallest_label_dtype, volume_from_layer
+from napari_unet.errors import InputError
+from napari_unet.io.display import METADATA_KEY
+from napari_unet.io.nifti import save_nifti
+
+
+def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save a Labels layer as NIfTI on the voxel grid and affine of its scan."""
+    volume = _volume(data, attributes, kind="labels layer")
+    array = volume.array.astype(smallest_label_dtype(volume.array), copy=False)
+    return _save(volume.with_array(array), path)
+
+
+def write_image(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save an Image layer as NIfTI in its scan's geometry."""
+    return _save(_volume(data, attributes, kind="image layer"), path)
+
+
+def _volume(data: Any, attributes: dict, *, kind: str):
+    name = attributes.get("name", kind)
+    metadata = attributes.get("metadata") or {}
+    if METADATA_KEY not in metadata:
+        metadata = _geometry_from_viewer(np.shape(data), attributes) or metadata
+    return volume_from_layer(np.asarray(data), metadata, what=f"{kind} {name!r}")
+
+
+def _geometry_from_viewer(shape: tuple[int, ...], attributes: dict) -> dict | None:
+    """For a layer napari made (e.g. "New labels layer"): borrow the geometry of the
+    plugin image in the current viewer that has the same grid (shape, scale, translate)."""
+    try:
+        import napari
+    except ImportError:
+        return None
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return None
+    scale = np.asarray(attributes.get("scale", np.ones(len(shape))), float)
+    translate = np.asarray(attributes.get("translate", np.zeros(len(shape))), float)
+    for layer in viewer.layers:
+        meta = getattr(layer, "metadata", {}) or {}
+        if METADATA_KEY not in meta or tuple(np.shape(layer.data)) != tuple(shape):
+            continue
+        if np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate):
+            return meta
+    return None
+
+
+def _save(volume, path: str) -> list[str]:
+    try:
+        save_nifti(volume, path)
+    except OSError as e:
+        raise InputError(f"{path}: could not write ({e.strerror or e})") from e
+    return [str(path)]
