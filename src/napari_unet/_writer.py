@@ -1,7 +1,9 @@
 """npe2 writers: a Labels or Image layer → NIfTI in the exact geometry of its scan.
 
-Errors are raised as `InputError` with one clear sentence; napari shows them as a
-notification (File > Save never crashes the viewer).
+Errors are raised as `LayerWriteError` with one clear sentence; napari shows them as a
+notification (File > Save never crashes the viewer). It is deliberately not a
+ValueError: npe2 takes a ValueError from a writer to mean "no writer for this file" and
+would swallow the message.
 """
 
 from __future__ import annotations
@@ -11,21 +13,31 @@ from typing import Any
 import numpy as np
 
 from napari_unet._layers import smallest_label_dtype, volume_from_layer
-from napari_unet.errors import InputError
+from napari_unet.errors import InputError, NapariUnetError
+
+
+class LayerWriteError(NapariUnetError):
+    """A layer could not be saved (no scan geometry, wrong grid, unwritable path)."""
 from napari_unet.io.display import METADATA_KEY
 from napari_unet.io.nifti import save_nifti
 
 
 def write_labels(path: str, data: Any, attributes: dict) -> list[str]:
     """Save a Labels layer as NIfTI on the voxel grid and affine of its scan."""
-    volume = _volume(data, attributes, kind="labels layer")
-    array = volume.array.astype(smallest_label_dtype(volume.array), copy=False)
-    return _save(volume.with_array(array), path)
+    try:
+        volume = _volume(data, attributes, kind="labels layer")
+        array = volume.array.astype(smallest_label_dtype(volume.array), copy=False)
+        return _save(volume.with_array(array), path)
+    except InputError as e:
+        raise LayerWriteError(str(e)) from None
 
 
 def write_image(path: str, data: Any, attributes: dict) -> list[str]:
     """Save an Image layer as NIfTI in its scan's geometry."""
-    return _save(_volume(data, attributes, kind="image layer"), path)
+    try:
+        return _save(_volume(data, attributes, kind="image layer"), path)
+    except InputError as e:
+        raise LayerWriteError(str(e)) from None
 
 
 def _volume(data: Any, attributes: dict, *, kind: str):

@@ -122,9 +122,9 @@ class DataWidget(QWidget):
     # --- contrast and geometry --------------------------------------------------------
     def _image_layer(self):
         layer = self.viewer.layers.selection.active
-        if layer is not None and layer._type_string == "image":
+        if layer is not None and isinstance(layer, napari.layers.Image):
             return layer
-        images = [lyr for lyr in self.viewer.layers if lyr._type_string == "image"]
+        images = [lyr for lyr in self.viewer.layers if isinstance(lyr, napari.layers.Image)]
         return images[-1] if images else None
 
     def apply_contrast(self, name: str) -> None:

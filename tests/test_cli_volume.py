@@ -1,0 +1,73 @@
+"""`napari-unet info` and `convert`: figures, files and exit codes, run in-process."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_unet.cli import main
+from tests.conftest import AFFINES, write_nifti
+
+
+def test_info_json_reports_the_geometry(tmp_path, capsys, rng):
+    path = write_nifti(tmp_path / "s.nii.gz", rng.normal(size=(5, 6, 7)), AFFINES["LPS"])
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [5, 6, 7]
+    assert info["spacing"] == pytest.approx([0.7, 0.7, 3.0])
+    assert info["orientation"] == "LPS"
+    assert info["frame"] == "RAS"
+    np.testing.assert_allclose(info["affine"], AFFINES["LPS"])
+    assert info["modality"] in ("CT", "MR", "other")
+
+
+def test_info_text_is_readable(tmp_path, capsys, rng):
+    path = write_nifti(tmp_path / "s.nii.gz", rng.normal(size=(5, 6, 7)), AFFINES["RAS"])
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "orientation: RAS" in out and "0.9 x 0.9 x 2.5 mm" in out
+
+
+def test_convert_keeps_geometry_and_refuses_to_overwrite(tmp_path, capsys, rng):
+    src = write_nifti(tmp_path / "in.nii", rng.normal(size=(4, 5, 6)), AFFINES["LIA_oblique"])
+    out = tmp_path / "out.nii.gz"
+    assert main(["convert", str(src), str(out)]) == 0
+    np.testing.assert_array_equal(nib.load(out).affine, nib.load(src).affine)
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["convert", str(src), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "out.nii.gz: already exists" in err and len(err.splitlines()) == 1
+    assert out.read_bytes() == before
+    assert main(["convert", str(src), str(out), "--overwrite"]) == 0
+
+
+def _fails_with_one_line(capsys, argv, *fragments):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_truncated_random_and_4d_files_exit_2_naming_the_file(tmp_path, capsys, rng):
+    full = write_nifti(tmp_path / "full.nii.gz", rng.normal(size=(20, 20, 20)), np.eye(4))
+    (tmp_path / "trunc.nii.gz").write_bytes(full.read_bytes()[:3000])
+    (tmp_path / "random.nii").write_bytes(rng.bytes(1000))
+    write_nifti(tmp_path / "four.nii.gz", rng.normal(size=(3, 3, 3, 2)), np.eye(4))
+    _fails_with_one_line(capsys, ["info", str(tmp_path / "trunc.nii.gz")], "trunc.nii.gz")
+    _fails_with_one_line(capsys, ["info", str(tmp_path / "random.nii")], "random.nii", "not a")
+    _fails_with_one_line(capsys, ["info", str(tmp_path / "four.nii.gz")], "four.nii.gz", "4D")
+    _fails_with_one_line(capsys, ["info", str(tmp_path / "nope.nii")], "nope.nii")
+
+
+def test_unknown_file_type_and_usage_errors_exit_2(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    _fails_with_one_line(capsys, ["info", str(tmp_path / "notes.txt")], "notes.txt")
+    _fails_with_one_line(capsys, ["frobnicate"], "invalid choice")
+    _fails_with_one_line(capsys, ["convert", str(tmp_path / "notes.txt")], "required")
