@@ -89,6 +89,16 @@ def _number(value: Any, default: float | None) -> float | None:
         return default
 
 
+def check_greyscale(ds: Dataset, path: Path) -> None:
+    """Raise a VolumeReadError naming the file unless it has one sample per pixel."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise VolumeReadError(
+            f"{path}: {samples} samples per pixel ({ds.get('PhotometricInterpretation')}); "
+            "only greyscale images can be read as a volume"
+        )
+
+
 def is_multiframe(ds: Dataset) -> bool:
     """True for a multi-frame file (frames are then indexed 0…n-1, else None)."""
     n_frames = int(_number(ds.get("NumberOfFrames"), 1) or 1)
@@ -102,6 +112,7 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
         VolumeReadError: naming the file, when orientation, position or pixel spacing
             is missing or malformed.
     """
+    check_greyscale(ds, path)
     n_frames = int(_number(ds.get("NumberOfFrames"), 1) or 1)
     multi = is_multiframe(ds)
     offsets = ds.get("GridFrameOffsetVector")
@@ -186,12 +197,7 @@ def pixel_frames(ds: Dataset, path: Path) -> NDArray[Any]:
     """Decoded stored values of a full dataset, shape ``(frames, rows, columns)``."""
     if not any(tag in ds for tag in _PIXEL_TAGS):
         raise VolumeReadError(f"{path}: the file has no pixel data")
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples != 1:
-        raise VolumeReadError(
-            f"{path}: {samples} samples per pixel ({ds.get('PhotometricInterpretation')}); "
-            "only greyscale images can be read as a volume"
-        )
+    check_greyscale(ds, path)
     check_decoder(ds, path)
     try:
         arr = ds.pixel_array
