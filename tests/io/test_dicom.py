@@ -198,15 +198,18 @@ def test_gantry_tilt_gives_sheared_affine(tmp_path: Path) -> None:
 
 
 def test_missing_slices_are_reported(tmp_path: Path) -> None:
-    write_series(tmp_path, ramp_kji((10, 4, 5)), spacing=(1, 1, 2.0), origin=(0, 0, 0),
-                 drop_slices=(4, 5))  # fmt: skip
+    exp = write_series(tmp_path, ramp_kji((10, 4, 5)), spacing=(1, 1, 2.0), origin=(0, 0, 0),
+                       drop_slices=(4, 5))  # fmt: skip
     with pytest.raises(VolumeReadError) as err:
         load_dicom(tmp_path)
     msg = str(err.value)
     assert str(tmp_path) in msg
     assert "2 slice(s) missing" in msg
     assert "between slice 3 at 6.000 mm and slice 4 at 12.000 mm" in msg
+    assert "(expected at 8.000, 10.000 mm)" in msg
     assert "usual step is 2 mm" in msg
+    names = {Path(p).name for k, p in enumerate(exp["files"]) if k in (3, 6)}  # either side
+    assert all(name in msg for name in names)
 
 
 def test_non_uniform_spacing_is_reported(tmp_path: Path) -> None:
@@ -424,3 +427,21 @@ def test_progress_events_and_stop(tmp_path: Path) -> None:
         assert len(events) == seen
     with pytest.raises(jobs.Cancelled):
         load_dicom(tmp_path, stop=lambda: True)
+
+
+def test_modality_lut_sequence_is_applied(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    stored = (np.arange(3 * 4 * 5).reshape(3, 4, 5) % 10).astype(np.int16)
+    exp = write_series(tmp_path, stored)
+    for path in exp["files"]:
+        ds = pydicom.dcmread(path)
+        del ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType
+        lut = Dataset()
+        lut.LUTDescriptor = [10, 0, 16]
+        lut.add_new("LUTData", "US", [100 + 3 * v for v in range(10)])
+        ds.ModalityLUTSequence = Sequence([lut])
+        ds.save_as(path)
+    vol = load_dicom(tmp_path)
+    np.testing.assert_array_equal(vol.array, 100 + 3 * exp["array"])

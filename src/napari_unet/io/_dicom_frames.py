@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from napari_unet.errors import VolumeReadError
 from napari_unet.io._dicom_geometry import slice_normal
@@ -82,7 +83,8 @@ def _floats(value: Any, n: int, what: str, path: Path) -> NDArray[np.float64]:
     return arr
 
 
-def _number(value: Any, default: float | None) -> float | None:
+def to_float(value: Any, default: float | None) -> float | None:
+    """``float(value)``, or ``default`` for a missing, empty or malformed value."""
     try:
         return float(value) if value not in (None, "") else default
     except (TypeError, ValueError):
@@ -101,7 +103,7 @@ def check_greyscale(ds: Dataset, path: Path) -> None:
 
 def is_multiframe(ds: Dataset) -> bool:
     """True for a multi-frame file (frames are then indexed 0…n-1, else None)."""
-    n_frames = int(_number(ds.get("NumberOfFrames"), 1) or 1)
+    n_frames = int(to_float(ds.get("NumberOfFrames"), 1) or 1)
     return n_frames > 1 or "PerFrameFunctionalGroupsSequence" in ds
 
 
@@ -113,7 +115,7 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
             is missing or malformed.
     """
     check_greyscale(ds, path)
-    n_frames = int(_number(ds.get("NumberOfFrames"), 1) or 1)
+    n_frames = int(to_float(ds.get("NumberOfFrames"), 1) or 1)
     multi = is_multiframe(ds)
     offsets = ds.get("GridFrameOffsetVector")
     frames = []
@@ -150,7 +152,7 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
         spacing = _floats(source.PixelSpacing, 2, "PixelSpacing", path)
         if np.any(spacing <= 0):
             raise VolumeReadError(f"{path}: PixelSpacing must be positive, got {spacing}")
-        thickness = _number(source.get("SliceThickness", ds.get("SliceThickness")), None)
+        thickness = to_float(source.get("SliceThickness", ds.get("SliceThickness")), None)
         value = _item(ds, fi, "PixelValueTransformationSequence")
         value = ds if value is None else value
         frames.append(
@@ -161,8 +163,8 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
                 orientation=iop,
                 pixel_spacing=(float(spacing[0]), float(spacing[1])),
                 thickness=thickness,
-                slope=float(_number(value.get("RescaleSlope"), 1.0)),  # type: ignore[arg-type]
-                intercept=float(_number(value.get("RescaleIntercept"), 0.0)),  # type: ignore[arg-type]
+                slope=float(to_float(value.get("RescaleSlope"), 1.0)),  # type: ignore[arg-type]
+                intercept=float(to_float(value.get("RescaleIntercept"), 0.0)),  # type: ignore[arg-type]
             )
         )
     return frames
@@ -248,9 +250,9 @@ def apply_rescale(
 def _first(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, (list, tuple, MultiValue)):
         value = value[0] if len(value) else None
-    return _number(value, None)
+    return to_float(value, None)
 
 
 def basic_metadata(ds: Dataset) -> dict[str, Any]:
@@ -261,7 +263,7 @@ def basic_metadata(ds: Dataset) -> dict[str, Any]:
         "format": "DICOM",
         "series_uid": str(ds.get("SeriesInstanceUID", "")),
         "series_description": str(ds.get("SeriesDescription", "")),
-        "series_number": _number(ds.get("SeriesNumber"), None),
+        "series_number": to_float(ds.get("SeriesNumber"), None),
         "dicom_modality": str(ds.get("Modality", "")),
         "manufacturer": str(ds.get("Manufacturer", "")),
         "body_part_examined": str(ds.get("BodyPartExamined", "")),

@@ -145,7 +145,11 @@ def stack_geometry(
 
 
 def _check_steps(dist: NDArray[np.float64], positions: NDArray[np.float64]) -> None:
-    """Raise GeometryError on duplicate, missing or unevenly spaced slices (sorted input)."""
+    """Raise GeometryError on duplicate, missing or unevenly spaced slices (sorted input).
+
+    Positions in messages are distances along the normal (mm), indices count the slices
+    present, in sorted order.
+    """
     steps = np.diff(dist)
     dup = np.flatnonzero(steps < SPACING_ATOL_MM)
     if dup.size:
@@ -167,7 +171,9 @@ def _check_steps(dist: NDArray[np.float64], positions: NDArray[np.float64]) -> N
         missing = int(np.sum(multiples - 1))
         where = "; ".join(
             f"{int(m) - 1} between slice {k} at {dist[k]:.3f} mm and slice {k + 1} at "
-            f"{dist[k + 1]:.3f} mm"
+            f"{dist[k + 1]:.3f} mm (expected at "
+            + ", ".join(f"{dist[k] + q * steps[k] / m:.3f}" for q in range(1, int(m)))
+            + " mm)"
             for k, m in zip(bad, multiples, strict=True)
         )
         raise GeometryError(

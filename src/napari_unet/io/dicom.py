@@ -38,6 +38,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
 
 from napari_unet import jobs
 from napari_unet.errors import MultipleSeriesError, VolumeReadError
@@ -100,7 +101,7 @@ class _Header:
 
     @property
     def frames(self) -> int:
-        return int(fr._number(self.ds.get("NumberOfFrames"), 1) or 1)
+        return int(fr.to_float(self.ds.get("NumberOfFrames"), 1) or 1)
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _scan_steps(path: Path, stop: StopFn) -> jobs.Job[_Scan]:
 
 def _info(uid: str, headers: list[_Header]) -> SeriesInfo:
     ds = headers[0].ds
-    number = fr._number(ds.get("SeriesNumber"), None)
+    number = fr.to_float(ds.get("SeriesNumber"), None)
     return SeriesInfo(
         uid=uid,
         description=str(ds.get("SeriesDescription", "")),
@@ -201,7 +202,7 @@ def _info(uid: str, headers: list[_Header]) -> SeriesInfo:
 
 def _sorted_series(scan: _Scan) -> list[SeriesInfo]:
     for headers in scan.series.values():
-        headers.sort(key=lambda h: (fr._number(h.ds.get("InstanceNumber"), 0), str(h.path)))
+        headers.sort(key=lambda h: (fr.to_float(h.ds.get("InstanceNumber"), 0), str(h.path)))
     infos = [_info(uid, headers) for uid, headers in scan.series.items()]
     big = float("inf")
     return sorted(infos, key=lambda s: (big if s.series_number is None else s.series_number, s.uid))
@@ -316,6 +317,8 @@ def load_dicom_steps(
     sorted_frames = [frames[k] for k in geo.order]
     slot = {(f.file_index, f.frame_index): k for k, f in enumerate(sorted_frames)}
 
+    slopes = np.array([f.slope for f in sorted_frames])
+    intercepts = np.array([f.intercept for f in sorted_frames])
     raw: np.ndarray | None = None
     for n, h in enumerate(headers):
         if stop():
@@ -328,17 +331,18 @@ def load_dicom_steps(
         expected, multi = h.frames, fr.is_multiframe(h.ds)
         if planes.shape[0] != expected:
             raise VolumeReadError(f"{h.path}: {planes.shape[0]} frames, expected {expected}")
+        ks = [slot[(n, f if multi else None)] for f in range(expected)]
+        if ds.get("ModalityLUTSequence"):  # a lookup table instead of slope/intercept
+            planes = apply_modality_lut(planes, ds)
+            slopes[ks], intercepts[ks] = 1.0, 0.0
         if raw is None:
             raw = np.empty((len(frames), *planes.shape[1:]), dtype=planes.dtype)
         elif planes.dtype != raw.dtype:
             raw = raw.astype(np.result_type(raw, planes))
-        for f_idx, plane in enumerate(planes):
-            raw[slot[(n, f_idx if multi else None)]] = plane
+        raw[ks] = planes
         del ds
         yield jobs.Progress(n + 1, len(headers), "reading DICOM pixel data")
     assert raw is not None
-    slopes = np.array([f.slope for f in sorted_frames])
-    intercepts = np.array([f.intercept for f in sorted_frames])
     values = fr.apply_rescale(raw, slopes, intercepts)
 
     modality = info.modality if info.modality in ("CT", "MR") else "other"
