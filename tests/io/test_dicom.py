@@ -445,3 +445,25 @@ def test_modality_lut_sequence_is_applied(tmp_path: Path) -> None:
         ds.save_as(path)
     vol = load_dicom(tmp_path)
     np.testing.assert_array_equal(vol.array, 100 + 3 * exp["array"])
+
+
+def test_pixel_data_is_read_only_for_the_chosen_series(tmp_path: Path, monkeypatch) -> None:
+    import napari_unet.io.dicom as dicom_module
+
+    a = write_series(tmp_path / "a", ramp_kji((3, 4, 5)), series_number=1)
+    b = write_series(tmp_path / "b", ramp_kji((4, 4, 5)), series_number=2)
+    calls: list[tuple[str, bool]] = []
+    real = pydicom.dcmread
+
+    def spy(path, *args, **kwargs):
+        calls.append((str(path), bool(kwargs.get("stop_before_pixels"))))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_module.pydicom, "dcmread", spy)
+    list_series(tmp_path)
+    assert len(calls) == 7 and all(headers_only for _, headers_only in calls)
+    calls.clear()
+    load_dicom(tmp_path, series_uid=b["series_uid"])
+    full = sorted(p for p, headers_only in calls if not headers_only)
+    assert full == sorted(str(p) for p in b["files"])
+    assert not set(full) & {str(p) for p in a["files"]}
