@@ -71,3 +71,39 @@ def test_unknown_file_type_and_usage_errors_exit_2(tmp_path, capsys):
     _fails_with_one_line(capsys, ["info", str(tmp_path / "notes.txt")], "notes.txt")
     _fails_with_one_line(capsys, ["frobnicate"], "invalid choice")
     _fails_with_one_line(capsys, ["convert", str(tmp_path / "notes.txt")], "required")
+
+
+# --- DICOM inputs --------------------------------------------------------------------
+
+
+def test_dicom_series_converts_to_nifti_with_its_affine(tmp_path, capsys):
+    from tests.io.dicom_factory import ramp_kji, write_series
+
+    expected = write_series(tmp_path / "ct", ramp_kji((6, 10, 12)), intercept=-1024.0)
+    out = tmp_path / "ct.nii.gz"
+    assert main(["convert", str(tmp_path / "ct"), str(out)]) == 0
+    img = nib.load(out)
+    np.testing.assert_allclose(img.affine, expected["affine_ras"], atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), expected["array"])  # in HU
+    assert np.asanyarray(img.dataobj).min() < -900
+
+
+def test_empty_folder_two_series_and_missing_slice_exit_2(tmp_path, capsys):
+    from tests.io.dicom_factory import ramp_kji, write_series
+
+    (tmp_path / "empty").mkdir()
+    _fails_with_one_line(capsys, ["info", str(tmp_path / "empty")], "empty", "no DICOM")
+
+    two = tmp_path / "two"
+    a = write_series(two / "a", ramp_kji((4, 6, 6)), description="AX T1", series_number=3)
+    write_series(two / "b", ramp_kji((5, 6, 6)), description="SAG T2", series_number=4)
+    err = _fails_with_one_line(capsys, ["info", str(two)], "two", "AX T1", "SAG T2", "--series")
+    assert "series" in err
+    assert main(["info", str(two), "--series", a["series_uid"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shape"] == [6, 6, 4]
+
+    write_series(tmp_path / "gap", ramp_kji((8, 6, 6)), drop_slices=[4])
+    _fails_with_one_line(
+        capsys, ["convert", str(tmp_path / "gap"), str(tmp_path / "g.nii")], "gap", "missing"
+    )
+    assert not (tmp_path / "g.nii").exists()

@@ -14,12 +14,12 @@ import numpy as np
 
 from napari_unet._layers import smallest_label_dtype, volume_from_layer
 from napari_unet.errors import InputError, NapariUnetError
+from napari_unet.io.display import METADATA_KEY
+from napari_unet.io.nifti import save_nifti
 
 
 class LayerWriteError(NapariUnetError):
     """A layer could not be saved (no scan geometry, wrong grid, unwritable path)."""
-from napari_unet.io.display import METADATA_KEY
-from napari_unet.io.nifti import save_nifti
 
 
 def write_labels(path: str, data: Any, attributes: dict) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import nibabel as nib
 import numpy as np
@@ -115,3 +116,18 @@ def test_failed_write_leaves_the_previous_file_intact(tmp_path, rng, monkeypatch
         save_nifti(volume, target)
     assert target.read_bytes() == b"previous version"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii", "labels.nii.gz"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path, rng):
+    volume = load_nifti(write_nifti(tmp_path / "a.nii", rng.normal(size=(3, 3, 3)), np.eye(4)))
+    old = os.umask(0o022)
+    try:
+        save_nifti(volume, tmp_path / "new.nii.gz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.nii.gz").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    shared = tmp_path / "shared.nii.gz"
+    shared.write_bytes(b"old")
+    shared.chmod(0o664)
+    save_nifti(volume, shared)
+    assert shared.stat().st_mode & 0o777 == 0o664

@@ -60,7 +60,7 @@ def test_painted_label_is_saved_in_the_scan_geometry(make_napari_viewer, scan, t
 def test_labels_on_another_grid_are_refused_with_a_clear_message(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     labels = viewer.add_labels(np.zeros((4, 5, 6), np.uint8), name="stray")
-    with pytest.raises(LayerWriteError, match="labels layer .stray. has no scan geometry"):
+    with pytest.raises(LayerWriteError, match=r"labels layer .stray. has no scan geometry"):
         labels.save(str(tmp_path / "x.nii.gz"), plugin="napari-unet")
     assert not (tmp_path / "x.nii.gz").exists()
 
@@ -111,3 +111,40 @@ def test_scan_widget_loads_in_a_worker(make_napari_viewer, scan, qtbot):
     qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=20000)
     qtbot.waitUntil(widget.open_file_button.isEnabled, timeout=5000)
     assert viewer.layers[0].metadata[METADATA_KEY]["native_shape"] == list(SHAPE)
+
+
+def test_folder_with_two_series_asks_which_one(make_napari_viewer, tmp_path, monkeypatch):
+    import napari_unet._widgets.series_picker as picker
+    from tests.io.dicom_factory import ramp_kji, write_series
+
+    write_series(tmp_path / "s" / "a", ramp_kji((4, 6, 6)), description="AX", series_number=1)
+    b = write_series(tmp_path / "s" / "b", ramp_kji((5, 7, 6)), description="COR", series_number=2)
+    offered = []
+
+    def choose_second(error, parent=None):
+        offered.extend(s.label for s in error.series)
+        return error.series[1].uid
+
+    monkeypatch.setattr(picker, "ask_series", choose_second)
+    viewer = make_napari_viewer()
+    (layer,) = _open(viewer, tmp_path / "s")
+    assert len(offered) == 2 and "AX" in offered[0] and "COR" in offered[1]
+    assert sorted(layer.data.shape) == sorted(b["array"].shape)
+
+    monkeypatch.setattr(picker, "ask_series", lambda error, parent=None: None)  # cancel
+    assert _open(viewer, tmp_path / "s") == []
+    assert len(viewer.layers) == 1
+
+
+def test_dicom_folder_with_a_missing_slice_is_a_notification(
+    make_napari_viewer, tmp_path, monkeypatch
+):
+    import napari_unet._reader as reader
+    from tests.io.dicom_factory import ramp_kji, write_series
+
+    shown = []
+    monkeypatch.setattr(reader, "_notify_error", shown.append)
+    write_series(tmp_path / "gap", ramp_kji((8, 6, 6)), drop_slices=[3])
+    viewer = make_napari_viewer()
+    assert _open(viewer, tmp_path / "gap") == []
+    assert shown and "missing" in shown[0] and "gap" in shown[0]

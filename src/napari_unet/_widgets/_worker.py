@@ -26,7 +26,8 @@ def start_job(
 
     Progress events drive a napari progress bar (and ``on_progress``); the result goes
     to ``on_result`` on the GUI thread; `InputError` and `Cancelled` become
-    notifications (unless ``on_error`` returns True); other exceptions go to napari's error handler. Returns the worker
+    notifications (unless ``on_error`` returns True); other exceptions go to napari's
+    error handler. Returns the worker
     (``worker.quit()`` cancels between steps).
     """
     bar = napari_progress(total=0, desc=description)

@@ -39,8 +39,9 @@ class DataWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.contrast_combo = QComboBox()
         self.contrast_combo.addItems([*CT_WINDOWS, MR_AUTO])
-        self.info_labels = {key: QLabel("–") for key in ("layer", "shape", "spacing",
-                                                          "orientation", "modality")}
+        self.info_labels = {
+            key: QLabel("–") for key in ("layer", "shape", "spacing", "orientation", "modality")
+        }
 
         buttons = QHBoxLayout()
         for button in (self.open_file_button, self.open_folder_button, self.cancel_button):

@@ -71,14 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("napari-unet: interrupted", file=sys.stderr)
         return 130
     except MemoryError as e:
-        print(f"napari-unet: error: out of memory ({e}); try a smaller input or batch size",
-              file=sys.stderr)
+        print(
+            f"napari-unet: error: out of memory ({e}); try a smaller input or batch size",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
     except Exception as e:  # a bug: one line by default, the traceback on request
         if os.environ.get("NAPARI_UNET_DEBUG"):
             raise
-        print(f"napari-unet: internal error: {type(e).__name__}: {e} "
-              "(set NAPARI_UNET_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"napari-unet: internal error: {type(e).__name__}: {e} "
+            "(set NAPARI_UNET_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -127,11 +127,21 @@ def save_nifti(volume: Volume, path: str | os.PathLike, *, overwrite: bool = Tru
     os.close(fd)
     try:
         nib.save(img, tmp)
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a new file gets (umask honoured), or the replaced file's own mode."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def to_nifti_image(volume: Volume) -> nib.Nifti1Image:
