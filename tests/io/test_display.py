@@ -64,3 +64,17 @@ def test_to_native_rejects_another_grid():
     geometry = display_geometry(np.eye(4), SHAPE)
     with pytest.raises(ValueError, match="does not match"):
         geometry.to_native(np.zeros((5, 9, 8)))
+
+
+def test_slice_indices_map_between_display_and_native_axes(affine):
+    geometry = display_geometry(affine, SHAPE)
+    native = np.arange(np.prod(SHAPE)).reshape(SHAPE)
+    shown = geometry.to_display(native)
+    for native_axis in range(3):
+        axis = geometry.display_axis(native_axis)
+        assert geometry.native_axis(axis) == native_axis
+        for d in range(shown.shape[axis]):
+            n = int(geometry.to_native_index(native_axis, d))
+            assert int(geometry.to_display_index(native_axis, n)) == d
+            shown_slice = np.take(shown, d, axis=axis)
+            assert set(np.take(native, n, axis=native_axis).ravel()) == set(shown_slice.ravel())

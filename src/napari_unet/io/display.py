@@ -81,6 +81,24 @@ class DisplayGeometry:
     def _native_ornt(self) -> np.ndarray:
         return ornts.io_orientation(self.affine)
 
+    def display_axis(self, native_axis: int) -> int:
+        """The display (napari) axis showing native array axis ``native_axis``."""
+        return int(self.to_display_ornt[native_axis, 0])
+
+    def native_axis(self, display_axis: int) -> int:
+        """The native array axis shown on display axis ``display_axis``."""
+        return int(np.flatnonzero(self.to_display_ornt[:, 0] == display_axis)[0])
+
+    def to_native_index(self, native_axis: int, display_index):
+        """Slice index (or array of them) along ``native_axis`` for a display index."""
+        flipped = self.to_display_ornt[native_axis, 1] < 0
+        n = self.native_shape[native_axis]
+        return (n - 1 - np.asarray(display_index)) if flipped else np.asarray(display_index)
+
+    def to_display_index(self, native_axis: int, native_index):
+        """Display index along the axis showing ``native_axis`` (the inverse map)."""
+        return self.to_native_index(native_axis, native_index)  # a flip is its own inverse
+
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for ``layer.metadata[METADATA_KEY]``."""
         return {

@@ -62,7 +62,10 @@ def make_ct_abdomen(seed: int = 7, shape: tuple[int, int, int] = SHAPE) -> Sampl
     inner = _ellipsoid(xyz, (0, 0, 0), (135, 92, 1e4), fields[0] * 0.3)
     hu[body] = -100.0  # subcutaneous fat
     hu[inner] = 35.0  # muscle and soft tissue
-    lungs = inner & (z > 45) & (np.abs(x) > 30) & (y < 20)
+    lung_field = fields[0] * 0.5
+    lungs = _ellipsoid(xyz, (75, -15, 95), (55, 62, 55), lung_field)
+    lungs |= _ellipsoid(xyz, (-75, -15, 100), (52, 60, 55), lung_field)
+    lungs &= inner
     hu[lungs] = -850.0
 
     liver = inner & _ellipsoid(xyz, (70, 10, 30), (75, 70, 70), fields[1]) & ~lungs

@@ -1,0 +1,245 @@
+"""The state behind the napari-unet panel: one scan, its labels layer, the workspace.
+
+Plain glue between napari layers and the core: it converts the labels layer (display
+orientation) to the scan's native grid and back, records reviewed slices from paint
+events, merges predictions without touching reviewed slices, and autosaves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from psygnal import Signal
+
+from napari_unet._layers import labels_layer_data, volume_from_layer
+from napari_unet.errors import InputError
+from napari_unet.io.display import METADATA_KEY, DisplayGeometry
+from napari_unet.workspace import Recovery, Workspace
+
+
+class LoopSession:
+    """Shared state of the panel's sections.
+
+    Signals:
+        changed: the image, labels layer, model or reviewed slices changed.
+        reviewed_changed: the set of reviewed slices changed.
+    """
+
+    changed = Signal()
+    reviewed_changed = Signal()
+
+    def __init__(self, viewer: napari.Viewer, *, recovery_root: str | None = None) -> None:
+        self.viewer = viewer
+        self.image_layer = None
+        self.labels_layer = None
+        self.workspace: Workspace | None = None
+        self.geometry: DisplayGeometry | None = None
+        self.model = None  # a models.files.LoadedModel
+        self.last_uncertainty: np.ndarray | None = None  # native (i, j, k), float32
+        self.recovery: Recovery | None = None
+        self.recovery_root = recovery_root
+        self.dirty = False
+
+    # --- image and labels -------------------------------------------------------------
+    def attach_image(self, layer) -> None:
+        """Make ``layer`` (an image opened by the plugin) the scan of the loop."""
+        if layer is self.image_layer:
+            return
+        volume = volume_from_layer(layer.data, layer.metadata, what=f"image {layer.name!r}")
+        volume.source = layer.metadata[METADATA_KEY].get("source")
+        self.image_layer = layer
+        self.geometry = DisplayGeometry.from_metadata(layer.metadata[METADATA_KEY])
+        self.workspace = Workspace(volume)
+        self.labels_layer = None
+        self.last_uncertainty = None
+        self.recovery = Recovery(volume, root=self.recovery_root)
+        self.changed.emit()
+
+    def find_image(self):
+        """The selected plugin image, else the last one in the viewer."""
+        active = self.viewer.layers.selection.active
+        candidates = [active] if active is not None else []
+        candidates += list(reversed(self.viewer.layers))
+        for layer in candidates:
+            if isinstance(layer, napari.layers.Image) and METADATA_KEY in (layer.metadata or {}):
+                return layer
+        return None
+
+    def require_image(self):
+        if self.image_layer is None or self.image_layer not in self.viewer.layers:
+            layer = self.find_image()
+            if layer is None:
+                raise InputError("open a scan first (File > Open, or the Scan dock)")
+            self.attach_image(layer)
+        return self.image_layer
+
+    def ensure_labels_layer(self, label_names=None, label_colors=None):
+        """The labels layer of the loop, created on the scan's grid if needed."""
+        self.require_image()
+        if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
+            return self.labels_layer
+        ws = self.workspace
+        ws.label_names = list(label_names or ws.label_names)
+        ws.label_colors = list(label_colors or ws.label_colors)
+        data, kwargs, _ = labels_layer_data(
+            ws.image.with_array(ws.labels),
+            f"{self.image_layer.name} segmentation",
+            ws.label_names,
+            ws.label_colors,
+        )
+        self.labels_layer = self.viewer.add_labels(data, **kwargs)
+        self.labels_layer.events.paint.connect(self._on_paint)
+        self.changed.emit()
+        return self.labels_layer
+
+    def use_labels_layer(self, layer) -> None:
+        """Adopt an existing labels layer on the scan's grid (e.g. reopened from disk)."""
+        self.require_image()
+        if tuple(layer.data.shape) != self.geometry.display_shape:
+            raise InputError(
+                f"labels layer {layer.name!r} has shape {tuple(layer.data.shape)}, not the "
+                f"scan's grid {self.geometry.display_shape}"
+            )
+        self.labels_layer = layer
+        layer.events.paint.connect(self._on_paint)
+        self.changed.emit()
+
+    def labels_native(self) -> np.ndarray:
+        """The labels layer's data on the scan's native grid (a view)."""
+        return self.geometry.to_native(np.asarray(self.labels_layer.data))
+
+    # --- reviewed slices ----------------------------------------------------------------
+    @property
+    def review_display_axis(self) -> int:
+        return self.geometry.display_axis(self.workspace.slice_axis)
+
+    def _on_paint(self, event) -> None:
+        axis = self.review_display_axis
+        touched: set[int] = set()
+        for atom in event.value:
+            touched |= touched_slices(atom, axis)
+        if touched:
+            self.mark_reviewed_display(sorted(touched))
+
+    def mark_reviewed_display(self, display_indices) -> None:
+        native = self.geometry.to_native_index(self.workspace.slice_axis, display_indices)
+        self.workspace.mark_reviewed(np.atleast_1d(native))
+        self.dirty = True
+        self.reviewed_changed.emit()
+
+    def current_display_slice(self) -> int:
+        return int(self.viewer.dims.current_step[self.review_display_axis])
+
+    def accept_current_slice(self) -> int:
+        """Mark the slice on screen as reviewed (correct as it is). Returns its index."""
+        self.require_image()
+        index = self.current_display_slice()
+        self.mark_reviewed_display([index])
+        return index
+
+    def reviewed_display(self) -> list[int]:
+        ws = self.workspace
+        if ws is None:
+            return []
+        return sorted(int(self.geometry.to_display_index(ws.slice_axis, i)) for i in ws.reviewed)
+
+    def go_to_display_slice(self, index: int) -> None:
+        self.viewer.dims.set_current_step(self.review_display_axis, int(index))
+
+    def next_slice_to_review(self) -> int | None:
+        """Display index of the most uncertain unreviewed slice (or the one farthest
+        from every reviewed slice when no uncertainty is known)."""
+        ws = self.workspace
+        n = ws.n_slices
+        unreviewed = np.array(sorted(set(range(n)) - ws.reviewed))
+        if unreviewed.size == 0:
+            return None
+        if self.last_uncertainty is not None:
+            axes = tuple(a for a in range(3) if a != ws.slice_axis)
+            per_slice = self.last_uncertainty.mean(axis=axes)
+            best = int(unreviewed[np.argmax(per_slice[unreviewed])])
+        elif ws.reviewed:
+            reviewed = np.array(sorted(ws.reviewed))
+            distance = np.min(np.abs(unreviewed[:, None] - reviewed[None, :]), axis=1)
+            best = int(unreviewed[np.argmax(distance)])
+        else:
+            best = int(unreviewed[len(unreviewed) // 2])
+        return int(self.geometry.to_display_index(ws.slice_axis, best))
+
+    # --- predictions ----------------------------------------------------------------------
+    def merge_prediction(self, labels_native: np.ndarray) -> int:
+        """Write a prediction into the labels layer on unreviewed slices only.
+
+        The reviewed set is read now (not when the prediction started), so slices the
+        user painted while it ran are kept. Returns the number of voxels changed.
+        """
+        layer = self.ensure_labels_layer()
+        ws = self.workspace
+        keep = ws.reviewed_mask()
+        current = self.labels_native()
+        new = np.where(keep, current, labels_native).astype(current.dtype, copy=False)
+        changed = int(np.count_nonzero(new != current))
+        layer.data = self.geometry.to_display(new).copy()
+        self.dirty = True
+        return changed
+
+    # --- autosave -----------------------------------------------------------------------
+    def autosave(self) -> bool:
+        """Write the recovery file if anything changed since the last one."""
+        if not self.dirty or self.recovery is None or self.labels_layer is None:
+            return False
+        self.recovery.write(
+            self.labels_native(), self.workspace.reviewed, self.workspace.slice_axis
+        )
+        self.dirty = False
+        return True
+
+    def pending_recovery(self) -> Any:
+        return None if self.recovery is None else self.recovery.load()
+
+    def restore_recovery(self) -> bool:
+        found = self.pending_recovery()
+        if found is None:
+            return False
+        labels, reviewed, axis = found
+        if tuple(labels.shape) != self.workspace.image.shape:
+            return False
+        self.workspace.slice_axis = axis
+        layer = self.ensure_labels_layer()
+        layer.data = self.geometry.to_display(labels).copy()
+        self.workspace.reviewed = set(reviewed)
+        self.reviewed_changed.emit()
+        return True
+
+    def models_folder(self) -> Path:
+        """Where new model versions are written: the workspace's, else a cache folder."""
+        ws = self.workspace
+        if ws is not None and ws.folder is not None:
+            return ws.folder / "models"
+        root = self.recovery.folder if self.recovery is not None else Path.cwd()
+        return root / "models"
+
+
+def touched_slices(atom: Any, axis: int) -> set[int]:
+    """Slice indices along ``axis`` changed by one napari paint-history atom.
+
+    napari records either ``(indices, old_values, new_values)`` (fancy indices) or, for
+    brush strokes and fills, a masked atom with a bounding box ``slice_key`` and a
+    ``mask`` of the changed voxels inside it (None: all of them).
+    """
+    slice_key = getattr(atom, "slice_key", None)
+    if slice_key is not None:
+        box = slice_key[axis]
+        start = box.start or 0
+        mask = getattr(atom, "mask", None)
+        if mask is None:
+            return set(range(start, box.stop))
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        return {start + int(i) for i in np.flatnonzero(mask.any(axis=others))}
+    indices = atom[0]
+    if len(indices) > axis and len(indices[axis]):
+        return {int(i) for i in np.unique(indices[axis])}
+    return set()

@@ -1,0 +1,183 @@
+"""Model step: create or open a model, see its versions and lineage, roll back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from napari_unet._widgets._session import LoopSession
+from napari_unet.errors import InputError
+from napari_unet.workspace import ModelVersion
+
+#: Neighbouring slices on each side fed to new 2D models as extra channels.
+CONTEXT_SLICES_2D = 1
+
+ARCH_NAMES = {
+    "U-Net": "unet",
+    "Residual U-Net": "resunet",
+    "Attention U-Net": "attention_unet",
+    "Classic U-Net (Ronneberger)": "classic_unet",
+}
+
+
+class ModelSection(QGroupBox):
+    """New model (2D/3D, architecture, label names), open a file, versions, roll back."""
+
+    def __init__(self, session: LoopSession) -> None:
+        super().__init__("1 · Model")
+        self.session = session
+        self.arch_combo = QComboBox()
+        self.arch_combo.addItems(list(ARCH_NAMES))
+        self.dims_combo = QComboBox()
+        self.dims_combo.addItems(["2D (slice by slice)", "3D (patches)"])
+        self.labels_edit = QLineEdit()
+        self.labels_edit.setPlaceholderText("label names, e.g. liver, kidney, spleen")
+        self.new_button = QPushButton("New model")
+        self.open_button = QPushButton("Open model…")
+        self.versions = QListWidget()
+        self.versions.setMaximumHeight(110)
+        self.rollback_button = QPushButton("Use selected version")
+
+        form = QFormLayout()
+        form.addRow("Architecture", self.arch_combo)
+        form.addRow("Mode", self.dims_combo)
+        form.addRow("Labels", self.labels_edit)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.new_button)
+        buttons.addWidget(self.open_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.versions)
+        layout.addWidget(self.rollback_button)
+
+        self.new_button.clicked.connect(self._new_clicked)
+        self.open_button.clicked.connect(self._open_clicked)
+        self.rollback_button.clicked.connect(self._rollback_clicked)
+        session.changed.connect(self.refresh)
+
+    # --- actions (public so tests and the demo can drive them) --------------------------
+    def new_model(self, labels: list[str], *, spatial_dims: int = 2, arch: str = "unet"):
+        """Create an untrained model for the current scan and make it current."""
+        from napari_unet.models.files import save_model
+        from napari_unet.models.spec import preset_spec
+
+        if not labels:
+            raise InputError("give at least one label name (e.g. 'tumour')")
+        session = self.session
+        image = session.require_image()
+        modality = session.workspace.image.modality
+        spec = preset_spec(
+            arch,
+            spatial_dims=spatial_dims,
+            labels=labels,
+            modality=modality,
+            context_slices=CONTEXT_SLICES_2D if spatial_dims == 2 else 0,
+        )
+        from napari_unet.models.build import build_model
+
+        folder = session.models_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+        lineage = {"parent": None, "note": "new, untrained", "image": image.name}
+        digest = save_model(path, build_model(spec), spec, lineage)
+        self._adopt(path, ModelVersion(str(path), digest, None, note="untrained"))
+        return path
+
+    def open_model(self, path: str | Path) -> None:
+        from napari_unet.models.files import load_model
+
+        loaded = load_model(path)
+        self.session.require_image()
+        parent = loaded.lineage.get("parent") if isinstance(loaded.lineage, dict) else None
+        metrics = loaded.lineage.get("metrics", {}) if isinstance(loaded.lineage, dict) else {}
+        self._adopt(path, ModelVersion(str(path), loaded.hash, parent, metrics=metrics),
+                    loaded=loaded)  # fmt: skip
+
+    def _adopt(self, path, version: ModelVersion, loaded=None) -> None:
+        from napari_unet.models.files import load_model
+
+        session = self.session
+        session.model = loaded or load_model(path)
+        spec = session.model.spec
+        session.workspace.add_model(version)
+        session.workspace.current = version.hash
+        session.ensure_labels_layer(spec.labels, spec.colors)
+        session.changed.emit()
+
+    def roll_back(self, version_hash: str) -> None:
+        from napari_unet.models.files import load_model
+
+        ws = self.session.workspace
+        path = ws.model_path(version_hash)
+        ws.roll_back(version_hash)
+        self.session.model = load_model(path)
+        show_info(f"now using model version {version_hash[:8]}")
+        self.session.changed.emit()
+
+    # --- Qt slots --------------------------------------------------------------------------
+    def _new_clicked(self) -> None:
+        names = [n.strip() for n in self.labels_edit.text().split(",") if n.strip()]
+        try:
+            self.new_model(
+                names,
+                spatial_dims=3 if self.dims_combo.currentIndex() == 1 else 2,
+                arch=ARCH_NAMES[self.arch_combo.currentText()],
+            )
+        except InputError as e:
+            show_error(str(e))
+
+    def _open_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open model", "", "napari-unet models (*.safetensors)"
+        )
+        if path:
+            try:
+                self.open_model(path)
+            except InputError as e:
+                show_error(str(e))
+
+    def _rollback_clicked(self) -> None:
+        item = self.versions.currentItem()
+        if item is None:
+            show_error("select a model version in the list first")
+            return
+        try:
+            self.roll_back(item.data(256))
+        except InputError as e:
+            show_error(str(e))
+
+    def refresh(self) -> None:
+        self.versions.clear()
+        ws = self.session.workspace
+        if ws is None:
+            return
+        names = {v.hash: f"v{i}" for i, v in enumerate(ws.models)}
+        for version in ws.models:
+            dice = version.metrics.get("val_dice")
+            text = f"{names[version.hash]}  {version.hash[:8]}"
+            if dice is not None:
+                text += f"  Dice {dice:.3f}"
+            if version.parent in names:
+                text += f"  ← {names[version.parent]}"
+            if version.note:
+                text += f"  ({version.note})"
+            if version.hash == ws.current:
+                text = "● " + text
+            item = QListWidgetItem(text)
+            item.setData(256, version.hash)  # Qt.UserRole
+            self.versions.addItem(item)

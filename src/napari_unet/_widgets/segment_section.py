@@ -1,0 +1,140 @@
+"""Segment step: run the model on the scan in a worker; reviewed slices are kept."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from napari_unet._widgets._session import LoopSession
+from napari_unet._widgets._worker import start_job
+from napari_unet.errors import InputError
+
+
+class SegmentSection(QGroupBox):
+    """Device choice, Run with progress and Cancel, optional uncertainty layer."""
+
+    def __init__(self, session: LoopSession) -> None:
+        super().__init__("2 · Segment")
+        self.session = session
+        self.worker = None
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.uncertainty_check = QCheckBox("uncertainty")
+        self.uncertainty_check.setChecked(True)
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        for widget in (QLabel("Device"), self.device_combo, self.uncertainty_check):
+            row.addWidget(widget)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        self.run_button.clicked.connect(self._run_clicked)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def run(self, *, only_unreviewed: bool = True, on_done=None):
+        """Predict (the unreviewed slices of a 2D model) and merge into the labels layer.
+
+        Returns the worker. Reviewed slices are never overwritten.
+        """
+        from napari_unet.inference.predict import predict_steps
+
+        session = self.session
+        session.require_image()
+        model = session.model
+        if model is None:
+            raise InputError("create or open a model first (step 1)")
+        labels = session.ensure_labels_layer(model.spec.labels, model.spec.colors)
+        n_classes = len(model.spec.labels)
+        top = int(np.max(labels.data)) if labels.data.size else 0
+        if top > n_classes:
+            raise InputError(
+                f"the labels layer holds label {top}, but the model knows {n_classes} "
+                f"label(s) ({', '.join(model.spec.labels)}): use a model with matching labels"
+            )
+        ws = session.workspace
+        slices = None
+        if only_unreviewed and ws.reviewed and model.spec.spatial_dims == 2:
+            slices = sorted(set(range(ws.n_slices)) - ws.reviewed)
+            if not slices:
+                show_info("every slice is reviewed: nothing to predict")
+                return None
+        device = self.device_combo.currentText()
+        uncertainty = self.uncertainty_check.isChecked()
+
+        def job():
+            return (yield from predict_steps(
+                model, None, ws.image, device=device, slices=slices,
+                slice_axis=ws.slice_axis if model.spec.spatial_dims == 2 else None,
+                uncertainty=uncertainty,
+            ))  # fmt: skip
+
+        def done(prediction) -> None:
+            changed = session.merge_prediction(prediction.labels.array)
+            if prediction.uncertainty is not None:
+                self._show_uncertainty(prediction.uncertainty.array)
+            for message in prediction.messages:
+                show_info(message)
+            self.status.setText(
+                f"{prediction.seconds:.1f} s on {prediction.device}; {changed:,} voxels changed"
+            )
+            session.changed.emit()
+            if on_done is not None:
+                on_done(prediction)
+
+        self._busy(True)
+        self.worker = start_job(job, description="Segmenting", on_result=done,
+                                on_finished=lambda: self._busy(False))  # fmt: skip
+        return self.worker
+
+    def _show_uncertainty(self, native: np.ndarray) -> None:
+        session = self.session
+        session.last_uncertainty = native
+        data = session.geometry.to_display(native)
+        name = f"{session.image_layer.name} uncertainty"
+        if name in session.viewer.layers:
+            session.viewer.layers[name].data = data
+            return
+        session.viewer.add_image(
+            data,
+            name=name,
+            scale=session.image_layer.scale,
+            translate=session.image_layer.translate,
+            colormap="inferno",
+            blending="additive",
+            opacity=0.5,
+            contrast_limits=(0.0, 1.0),
+            visible=False,
+            units="mm",
+        )
+        session.viewer.layers.selection.active = session.labels_layer
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _busy(self, busy: bool) -> None:
+        self.run_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def _run_clicked(self) -> None:
+        try:
+            self.run()
+        except InputError as e:
+            show_error(str(e))

@@ -1,0 +1,135 @@
+"""The U-Net panel: model, segment, review and export steps in a real viewer."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_unet.errors import InputError
+
+
+def _open(panel, path):
+    (layer,) = panel.viewer.open(str(path), plugin="napari-unet")
+    return layer
+
+
+def _wait_idle(qtbot, section, timeout=60000):
+    qtbot.waitUntil(lambda: section.run_button.isEnabled(), timeout=timeout)
+
+
+def test_opening_a_scan_attaches_it_and_new_model_makes_a_named_labels_layer(panel, tiny_scan):
+    image = _open(panel, tiny_scan[0])
+    assert panel.session.image_layer is image
+    panel.model_section.new_model(["tumour", "oedema"], spatial_dims=2)
+    labels = panel.session.labels_layer
+    assert labels.data.shape == image.data.shape
+    assert tuple(labels.scale) == tuple(image.scale)
+    assert labels.metadata["napari_unet"]["label_names"] == ["tumour", "oedema"]
+    assert panel.model_section.versions.count() == 1
+    assert "tumour" in panel.scan_label.text()
+
+
+def test_new_model_without_labels_or_scan_is_refused(panel, tiny_scan):
+    with pytest.raises(InputError, match="open a scan first"):
+        panel.model_section.new_model(["x"])
+    _open(panel, tiny_scan[0])
+    with pytest.raises(InputError, match="at least one label name"):
+        panel.model_section.new_model([])
+
+
+def test_prediction_fills_the_labels_layer_and_never_touches_reviewed_slices(
+    panel, tiny_scan, qtbot
+):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    session = panel.session
+    labels = session.labels_layer
+    labels.data[:] = 0
+    labels.paint((4, 18, 18), 1, refresh=True)  # paint on display slice 4
+    assert session.reviewed_display() == [4]
+    painted = labels.data[4].copy()
+
+    panel.segment_section.run()
+    _wait_idle(qtbot, panel.segment_section)
+    np.testing.assert_array_equal(labels.data[4], painted)  # the user's slice is intact
+    assert session.last_uncertainty is not None
+    assert f"{session.image_layer.name} uncertainty" in panel.viewer.layers
+    assert "s on cpu" in panel.segment_section.status.text()
+
+
+def test_model_with_fewer_labels_than_the_layer_is_refused(panel, tiny_scan):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    panel.session.labels_layer.data[0, 0, 0] = 3
+    with pytest.raises(InputError, match="holds label 3, but the model knows 1 label"):
+        panel.segment_section.run()
+
+
+def test_cancel_in_the_middle_of_a_prediction_keeps_the_viewer_alive(panel, tiny_scan, qtbot):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    before = panel.session.labels_layer.data.copy()
+    worker = panel.segment_section.run()
+    worker.quit()
+    _wait_idle(qtbot, panel.segment_section)
+    # either it finished before the cancel arrived, or the labels were left as they were
+    after = panel.session.labels_layer.data
+    assert after.shape == before.shape
+    assert panel.segment_section.run_button.isEnabled()
+
+
+def test_accept_and_next_slice_to_review(panel, tiny_scan):
+    _open(panel, tiny_scan[0])
+    session = panel.session
+    panel.viewer.dims.set_current_step(0, 7)
+    panel.review_section.accept_button.click()
+    assert session.reviewed_display() == [7]
+    assert "Reviewed 1 of 10 slices: 7" in panel.review_section.summary.text()
+    session.last_uncertainty = np.zeros(session.workspace.image.shape, np.float32)
+    native = int(session.geometry.to_native_index(session.workspace.slice_axis, 2))
+    session.last_uncertainty[:, :, native] = 0.9  # display slice 2 is the most uncertain
+    panel.review_section.next_button.click()
+    assert panel.viewer.dims.current_step[0] == 2
+
+
+def test_saved_labels_have_the_scan_geometry_and_painted_voxels(panel, tiny_scan, tmp_path):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    labels = panel.session.labels_layer
+    labels.data[:] = 0
+    labels.paint((3, 10, 12), 1, refresh=True)
+    out = panel.export_section.save_labels(tmp_path / "seg.nii.gz")
+    saved = nib.load(out)
+    np.testing.assert_array_equal(saved.affine, nib.load(tiny_scan[0]).affine)
+    np.testing.assert_array_equal(np.asanyarray(saved.dataobj), panel.session.labels_native())
+
+
+def test_workspace_round_trip_and_crash_recovery(panel, tiny_scan, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    session = panel.session
+    session.labels_layer.data[:] = 0
+    session.labels_layer.paint((5, 20, 20), 1, refresh=True)
+    panel.export_section.save_workspace(tmp_path / "ws")
+    assert panel.export_section.autosave()  # what a crash would leave behind
+    expected = session.labels_layer.data.copy()
+
+    # a new session on the same scan finds the autosave and restores it on "Yes"
+    from napari_unet._widgets.panel import UNetPanel
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    viewer2 = panel.viewer.__class__(show=False)
+    try:
+        panel2 = UNetPanel(viewer2)
+        viewer2.open(str(tiny_scan[0]), plugin="napari-unet")
+        np.testing.assert_array_equal(panel2.session.labels_layer.data, expected)
+        assert panel2.session.reviewed_display() == [5]
+        panel2.export_section.open_workspace(tmp_path / "ws")
+        assert panel2.session.reviewed_display() == [5]
+        assert panel2.session.model is not None
+        np.testing.assert_array_equal(panel2.session.labels_layer.data, expected)
+    finally:
+        viewer2.close()
