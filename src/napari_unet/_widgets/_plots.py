@@ -33,7 +33,7 @@ class CurvePlot(QWidget):
             self.points[name].append((float(x), float(y)))
             self.update()
 
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+    def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("#262930"))
         w, h = self.width() - 8, self.height() - 8
@@ -84,7 +84,7 @@ class SliceStrip(QWidget):
     def _width(self) -> float:
         return self.width() / max(self.n, 1)
 
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+    def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("#262930"))
         if self.n == 0:
@@ -100,7 +100,7 @@ class SliceStrip(QWidget):
         if 0 <= self.current < self.n:
             painter.fillRect(QRectF(self.current * bar, 0, max(bar, 2.0), h), CURRENT)
 
-    def mousePressEvent(self, event) -> None:  # noqa: N802 (Qt API)
+    def mousePressEvent(self, event) -> None:
         if self.on_click is not None and self.n:
             x = event.position().x() if hasattr(event, "position") else event.x()
             self.on_click(int(min(self.n - 1, max(0, x // self._width()))))

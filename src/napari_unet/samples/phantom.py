@@ -35,7 +35,7 @@ def _smooth_field(rng: np.random.Generator, shape, sigma_vox, amplitude: float) 
 
 def _ellipsoid(xyz, centre, radii, field=None) -> np.ndarray:
     """Mask of an ellipsoid (mm), its border pushed in/out by ``field``."""
-    x, y, z = xyz
+    x, y, _ = xyz
     f = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
     f = f + ((z - centre[2]) / radii[2]) ** 2
     if field is not None:
@@ -53,7 +53,7 @@ def make_ct_abdomen(seed: int = 7, shape: tuple[int, int, int] = SHAPE) -> Sampl
     affine = ct_affine(shape)
     ijk = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
     xyz = [sum(affine[r, c] * ijk[c] for c in range(3)) + affine[r, 3] for r in range(3)]
-    x, y, z = xyz
+    x, y, _ = xyz
     sigma = [12 / s for s in SPACING]
     fields = [_smooth_field(rng, shape, sigma, 0.18) for _ in range(4)]
 
