@@ -35,7 +35,7 @@ def _smooth_field(rng: np.random.Generator, shape, sigma_vox, amplitude: float) 
 
 def _ellipsoid(xyz, centre, radii, field=None) -> np.ndarray:
     """Mask of an ellipsoid (mm), its border pushed in/out by ``field``."""
-    x, y, _ = xyz
+    x, y, z = xyz
     f = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
     f = f + ((z - centre[2]) / radii[2]) ** 2
     if field is not None:
