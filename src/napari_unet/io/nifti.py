@@ -107,12 +107,13 @@ def _guess_modality(array: np.ndarray, description: str) -> str:
 def save_nifti(volume: Volume, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write a Volume (image or labels) as NIfTI in its exact geometry.
 
-    The file gets ``volume.affine`` (NIfTI stores it as float32: a float64 affine from
-    DICOM is kept to about 1e-6 mm; one read from NIfTI is kept bit for bit). When the volume came from a NIfTI file and
-    its affine is unchanged, the original qform and sform (and their codes) are kept
-    byte for byte; otherwise both are set to the affine with code 1 (scanner). The data
-    are written in the array's dtype with no scaling (bool → uint8). The file appears
-    atomically: a temporary file in the same folder is renamed over ``path``.
+    The file gets ``volume.affine``. NIfTI stores it as float32: a float64 affine from
+    DICOM is kept to about 1e-6 mm, one read from NIfTI bit for bit. When the volume
+    came from a NIfTI file and its affine is unchanged, the original qform and sform
+    (and their codes) are kept byte for byte; otherwise both are set to the affine with
+    code 1 (scanner). The data are written in the array's dtype with no scaling
+    (bool → uint8). The file appears atomically: a temporary file in the same folder is
+    renamed over ``path``, and gets the replaced file's mode (or the umask's).
 
     Raises:
         InputError: ``path`` exists and ``overwrite`` is False, or has a wrong suffix.
