@@ -1,0 +1,295 @@
+"""`predict_steps`: one generator API for 2D and 3D inference (CLI, widgets, training).
+
+``predict_steps`` yields `Progress` (slices or tiles done / total) after every batch,
+checks ``stop`` before each one (raising `jobs.Cancelled`) and returns a `Prediction`
+whose label map lies exactly on the input's grid. `predict_volume` drains it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_unet.inference.device import autocast_dtype, resolve_device
+from napari_unet.inference.preprocess import (
+    model_grid_shape,
+    normalization_params,
+    resample,
+    spec_slice_axis,
+)
+from napari_unet.inference.runner import Runner
+from napari_unet.inference.stitch import Layout, slices_2d, sliding_window_3d
+from napari_unet.inference.tiling import choose_tile
+from napari_unet.io.volume import Volume
+from napari_unet.jobs import Job, never, run_job
+from napari_unet.models.build import has_sample_dependent_norm, size_divisor
+from napari_unet.models.spec import ModelSpec
+from napari_unet.typing import ProgressFn
+
+#: Tile and batch voxel budgets (for 16 first-level features; scaled for wider nets).
+_BUDGETS = {  # (device kind, dims): (max tile voxels, voxels per batch)
+    ("cpu", 3): (2**21, 2**21),
+    ("cpu", 2): (2**20, 2**21),
+    ("cuda", 3): (2**23, 2**24),
+    ("cuda", 2): (2**21, 2**24),
+}
+
+
+@dataclass
+class Prediction:
+    """Result of a prediction.
+
+    Attributes:
+        labels: label map on the input's grid (same shape and affine), smallest unsigned
+            dtype; 0 = background, v = ``spec.labels[v - 1]``.
+        uncertainty: softmax entropy / log(classes) in [0, 1], float32, same grid; None
+            unless asked for.
+        seconds: wall time of the whole job.
+        device: where the network ran (the last device, after any fallback).
+        messages: fallbacks that happened (out of memory …).
+        info: tile size, batch size, number of tiles, precision, model grid shape.
+    """
+
+    labels: Volume
+    uncertainty: Volume | None
+    seconds: float
+    device: str
+    messages: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def predict_steps(
+    model: Any,
+    spec: ModelSpec | None,
+    volume: Volume,
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    slice_axis: int | None = None,
+    slices: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    roi_size: Sequence[int] | None = None,
+    uncertainty: bool = False,
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    stop: Callable[[], bool] = never,
+) -> Job[Prediction]:
+    """Predict a label map for a volume, as a long job.
+
+    2D models run every slice along the slice axis (the argument, else
+    ``spec.slice_axis``, else the scan's through-plane axis) in batches, with
+    ``spec.context_slices`` neighbours as channels. 3D models slide a window with
+    gaussian blending. Both pad volumes smaller than a tile with zeros (after
+    normalisation) and crop back. With ``spec.target_spacing`` the scan is resampled
+    (trilinear) to the model's grid and the labels come back to the input grid by
+    nearest neighbour (uncertainty: trilinear); a 2D model's slice axis is never
+    resampled.
+
+    Args:
+        model: a `LoadedModel` or a ``torch.nn.Module`` (its training flag is restored).
+        spec: the ModelSpec; None to use ``model.spec``.
+        volume: the scan, array ``(i, j, k)``.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps".
+        batch_size: tiles (3D) or slice tiles (2D) per forward pass; None picks one
+            from a voxel budget for the device.
+        slice_axis: array axis a 2D model slices along (overrides the spec).
+        slices: only these slice indices along the slice axis are predicted (the rest
+            get label 0); also for 3D models, which then run only the tiles meeting them.
+        overlap: fraction of ``spec.patch_size`` shared by neighbouring tiles (as
+            MONAI's ``overlap``, but measured on the patch even when tiles are larger).
+        roi_size: tile size; None picks it: the patch for networks with per-tile
+            statistics (instance norm), else the cheapest tile within the voxel budget.
+        uncertainty: also return the normalised softmax entropy.
+        precision: "auto" (bf16/fp16 autocast on CUDA, float32 elsewhere), "fp32",
+            "bf16", "fp16".
+        channels_last: channels-last inputs; None: on for 2D and on CUDA.
+        stop: returns True to cancel; checked before every batch.
+
+    Yields:
+        Progress(done, total) after each batch: slices (2D) or tiles (3D).
+
+    Returns:
+        Prediction.
+
+    Raises:
+        ValueError: bad option values, or a volume/spec mismatch.
+        jobs.Cancelled: ``stop()`` returned True.
+    """
+    t0 = time.perf_counter()
+    from napari_unet.models.files import LoadedModel
+
+    net = model.model if isinstance(model, LoadedModel) else model
+    if spec is None and isinstance(model, LoadedModel):
+        spec = model.spec
+    if not isinstance(spec, ModelSpec):
+        raise ValueError("spec must be given when model is a plain torch.nn.Module")
+    if not isinstance(net, torch.nn.Module):
+        raise ValueError(
+            f"model must be a LoadedModel or torch.nn.Module, got {type(model).__name__}"
+        )
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    dev = resolve_device(device)
+    dims = spec.spatial_dims
+    ax = spec_slice_axis(spec, volume.through_plane_axis, slice_axis)
+    n_slices = volume.shape[ax]
+    wanted = None
+    if slices is not None:
+        slices = sorted({int(s) for s in slices})
+        bad = [s for s in slices if not 0 <= s < n_slices]
+        if bad:
+            raise ValueError(f"slices {bad[:5]} outside 0..{n_slices - 1} along axis {ax}")
+
+    grid = model_grid_shape(
+        volume.shape, volume.spacing, spec.target_spacing, keep_axes=(ax,) if dims == 2 else ()
+    )
+    params = normalization_params(volume.array, spec.normalization)
+    source = volume.array if grid == volume.shape else resample(volume.array, grid)
+    if source.dtype.kind not in "fiub":
+        raise ValueError(f"volume dtype {source.dtype} is not numeric")
+
+    kind = "cuda" if dev.type == "cuda" else "cpu"
+    max_tile, batch_vox = _BUDGETS[(kind, dims)]
+    width = _first_width(spec)
+    max_tile = max(max_tile * 16 // width, 4096)
+    batch_vox = max(batch_vox * 16 // width, 4096)
+    extent = grid if dims == 3 else tuple(n for a, n in enumerate(grid) if a != ax)
+    min_overlap = [round(overlap * p) for p in spec.patch_size]
+    if roi_size is not None:
+        tile = tuple(int(r) for r in roi_size)
+        if len(tile) != dims or min(tile) < 1:
+            raise ValueError(f"roi_size must be {dims} positive sizes, got {roi_size!r}")
+    else:
+        tile = choose_tile(
+            extent,
+            spec.patch_size,
+            divisor=size_divisor(spec),
+            max_voxels=max_tile,
+            min_overlap=min_overlap,
+            grow=not has_sample_dependent_norm(net),
+        )
+    layout = Layout.over(extent, tile, min_overlap)
+    if batch_size is None:
+        batch_size = max(1, batch_vox // int(np.prod(tile)))
+    if channels_last is None:
+        channels_last = dims == 2 or dev.type == "cuda"
+
+    n_classes = spec.out_channels
+    out_labels = np.zeros(grid, dtype=np.uint8 if n_classes <= 256 else np.uint16)
+    out_unc = np.zeros(grid, dtype=np.float32) if uncertainty else None
+    amp = autocast_dtype(dev, precision)
+    acc_device = dev if dev.type == "cuda" else torch.device("cpu")
+    with _eval_on(net, dev, channels_last) as net_ready:
+        run = Runner(net_ready, dev, amp, batch_size, channels_last=channels_last)
+        if dims == 2:
+            todo = slices if slices is not None else list(range(n_slices))
+            yield from slices_2d(
+                run,
+                np.moveaxis(source, ax, 0),
+                params,
+                layout,
+                n_classes,
+                np.moveaxis(out_labels, ax, 0),
+                None if out_unc is None else np.moveaxis(out_unc, ax, 0),
+                slices=todo,
+                context=spec.context_slices,
+                acc_device=acc_device,
+                stop=stop,
+            )
+        else:
+            if slices is not None:
+                scale = grid[ax] / volume.shape[ax]
+                wanted = (
+                    ax,
+                    int(slices[0] * scale) - 1,
+                    int(np.ceil((slices[-1] + 1) * scale)) + 1,
+                )
+            yield from sliding_window_3d(
+                run,
+                source,
+                params,
+                layout,
+                n_classes,
+                out_labels,
+                out_unc,
+                wanted=wanted,
+                acc_device=acc_device,
+                stop=stop,
+            )
+    labels = resample(out_labels, volume.shape, labels=True)
+    unc = None if out_unc is None else resample(out_unc, volume.shape)
+    if slices is not None:
+        keep = np.zeros(n_slices, dtype=bool)
+        keep[slices] = True
+        drop = tuple(~keep if a == ax else slice(None) for a in range(3))
+        labels = np.ascontiguousarray(labels)
+        labels[drop] = 0
+        if unc is not None:
+            unc[drop] = 0
+    label_vol = volume.with_array(np.ascontiguousarray(labels))
+    label_vol.metadata.update(label_names=list(spec.labels), label_colors=list(spec.colors))
+    unc_vol = (
+        None if unc is None else volume.with_array(np.ascontiguousarray(unc, dtype=np.float32))
+    )
+    info = {
+        "tile": list(tile),
+        "batch_size": run.batch_size,
+        "n_tiles": layout.n_tiles,
+        "precision": str(amp).replace("torch.", "") if amp else "float32",
+        "model_grid": list(grid),
+        "slice_axis": ax,
+        "channels_last": channels_last,
+    }
+    return Prediction(
+        label_vol, unc_vol, time.perf_counter() - t0, str(run.device), run.messages, info
+    )
+
+
+def predict_volume(
+    model: Any,
+    spec: ModelSpec | None,
+    volume: Volume,
+    *,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> Prediction:
+    """Run `predict_steps` to the end (same arguments) and return its Prediction."""
+    return run_job(predict_steps(model, spec, volume, **options), progress)
+
+
+def _first_width(spec: ModelSpec) -> int:
+    args = spec.arch_args
+    widths = args.get("channels") or args.get("features") or [16]
+    return max(1, int(widths[0]))
+
+
+@contextlib.contextmanager
+def _eval_on(
+    net: torch.nn.Module, device: torch.device, channels_last: bool
+) -> Iterator[torch.nn.Module]:
+    """The network in eval mode on ``device``; training flag, memory format and cuDNN
+    autotuning restored afterwards (the network stays on ``device``)."""
+    was_training = net.training
+    bench = torch.backends.cudnn.benchmark
+    net.eval().to(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last if _is_2d(net) else torch.channels_last_3d)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield net
+    finally:
+        torch.backends.cudnn.benchmark = bench
+        if channels_last:
+            net.to(memory_format=torch.contiguous_format)
+        net.train(was_training)
+
+
+def _is_2d(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in net.modules())

@@ -1,0 +1,236 @@
+"""The two inference loops: 3D sliding window over slabs, 2D slice batches.
+
+Both are generators (see `napari_unet.jobs`) that check ``stop`` before every batch and
+write into preallocated output arrays. Logits are blended with gaussian weights in float32
+accumulators that cover only the part of the scan still being computed: for 3D a slab one
+tile thick along the axis with the most tile positions (finalised and shifted as the
+window moves on), for 2D the slices in flight. So memory does not grow with the length
+of the scan, and no float copy of the whole scan is ever made: tiles are read from the
+raw array and normalised one by one. A label is the argmax of the blended logits (the
+division by the weight sum is skipped: it does not change the argmax); the uncertainty is
+the softmax entropy of the blended logits divided by log(number of classes), in [0, 1].
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_unet.inference.preprocess import NormParams, apply_normalization, slice_stack
+from napari_unet.inference.runner import Runner
+from napari_unet.inference.tiling import axis_positions, importance_map, read_tile
+from napari_unet.jobs import Cancelled, Job, Progress
+
+
+@dataclass
+class Layout:
+    """Tiles over a volume (3D) or over a slice (2D).
+
+    Attributes:
+        tile: tile size per spatial axis.
+        pad_before: zeros before the data per axis (data smaller than a tile is centred).
+        frame: padded extent per axis, ``max(data, tile)``.
+        positions: tile starts per axis, in the padded frame.
+    """
+
+    tile: tuple[int, ...]
+    pad_before: tuple[int, ...]
+    frame: tuple[int, ...]
+    positions: list[list[int]]
+
+    @classmethod
+    def over(cls, extent: Sequence[int], tile: Sequence[int], min_overlap: Sequence[int]) -> Layout:
+        frame = tuple(max(e, t) for e, t in zip(extent, tile, strict=True))
+        pad = tuple((f - e) // 2 for f, e in zip(frame, extent, strict=True))
+        pos = [axis_positions(f, t, o) for f, t, o in zip(frame, tile, min_overlap, strict=True)]
+        return cls(tuple(tile), pad, frame, pos)
+
+    @property
+    def n_tiles(self) -> int:
+        return math.prod(len(p) for p in self.positions)
+
+
+def _finalize(acc: torch.Tensor, wsum: torch.Tensor, want_unc: bool):
+    """Labels (uint8/uint16 numpy) and optional normalised entropy (float32 numpy)."""
+    dtype = torch.uint8 if acc.shape[0] <= 256 else torch.int32
+    labels = acc.argmax(0).to(dtype).cpu().numpy()
+    if not want_unc:
+        return labels, None
+    p = torch.softmax(acc / wsum.clamp_min(1e-12), dim=0)
+    ent = -(p * torch.log(p.clamp_min(1e-12))).sum(0) / math.log(acc.shape[0])
+    return labels, ent.clamp_(0, 1).cpu().numpy()
+
+
+def _check(stop: Callable[[], bool]) -> None:
+    if stop():
+        raise Cancelled("prediction stopped")
+
+
+def sliding_window_3d(
+    run: Runner,
+    source: np.ndarray,
+    params: NormParams,
+    layout: Layout,
+    n_classes: int,
+    out_labels: np.ndarray,
+    out_unc: np.ndarray | None,
+    *,
+    wanted: tuple[int, int, int] | None,
+    acc_device: torch.device,
+    stop: Callable[[], bool],
+) -> Job[None]:
+    """Sliding-window prediction of a 3D volume into ``out_labels`` (and ``out_unc``).
+
+    Args:
+        run: the batched network.
+        source: ``(i, j, k)`` raw intensities on the model grid.
+        params: normalisation, applied per tile.
+        layout: tiles over ``source.shape``.
+        n_classes: output channels.
+        out_labels, out_unc: ``(i, j, k)`` outputs, filled in place.
+        wanted: (axis, first, stop) — only tiles meeting that range of slices are run.
+        acc_device: where the slab accumulators live.
+        stop: checked before each batch.
+    """
+    tiles = list(itertools.product(*layout.positions))
+    if wanted is not None:
+        ax, lo, hi = wanted
+        p = layout.pad_before[ax]
+        tiles = [t for t in tiles if t[ax] - p < hi and t[ax] - p + layout.tile[ax] > lo]
+    sa = int(np.argmax([len(p) for p in layout.positions]))  # slab axis
+    tiles.sort(key=lambda t: (t[sa], t))
+    starts = sorted({t[sa] for t in tiles})
+    T, frame, pad = layout.tile, layout.frame, layout.pad_before
+    buf_shape = tuple(T[a] if a == sa else frame[a] for a in range(3))
+    with torch.inference_mode():
+        acc = torch.zeros((n_classes, *buf_shape), dtype=torch.float32, device=acc_device)
+        wsum = torch.zeros(buf_shape, dtype=torch.float32, device=acc_device)
+        weight = importance_map(T, acc_device)
+    batch_size = run.batch_size
+    done, total = 0, len(tiles)
+    for gi, g in enumerate(starts):
+        group = [t for t in tiles if t[sa] == g]
+        for b0 in range(0, len(group), batch_size):
+            _check(stop)
+            batch = group[b0 : b0 + batch_size]
+            x = torch.zeros((len(batch), 1, *T), dtype=torch.float32)
+            for n, start in enumerate(batch):
+                view, dst = read_tile(source, start, T, pad)
+                x[(n, 0, *dst)] = apply_normalization(view, params)
+            logits = run(x).to(acc_device)
+            with torch.inference_mode():
+                for n, start in enumerate(batch):
+                    region = tuple(
+                        slice(s - g, s - g + t) if a == sa else slice(s, s + t)
+                        for a, (s, t) in enumerate(zip(start, T, strict=True))
+                    )
+                    acc[(slice(None), *region)].add_(logits[n] * weight)
+                    wsum[region].add_(weight)
+            done += len(batch)
+            yield Progress(done, total, run.messages[-1] if run.messages else "")
+        nxt = starts[gi + 1] if gi + 1 < len(starts) else None
+        rows = min(T[sa], (nxt - g) if nxt is not None else T[sa], frame[sa] - g)
+        with torch.inference_mode():
+            _emit(acc, wsum, sa, g, rows, pad, out_labels, out_unc)
+            shift = T[sa] if nxt is None else min(nxt - g, T[sa])
+            if shift < T[sa]:
+                acc[(slice(None),) * 1 + _along(sa, slice(0, T[sa] - shift))] = acc[
+                    (slice(None), *_along(sa, slice(shift, None)))
+                ].clone()
+                wsum[_along(sa, slice(0, T[sa] - shift))] = wsum[
+                    _along(sa, slice(shift, None))
+                ].clone()
+            acc[(slice(None), *_along(sa, slice(T[sa] - shift, None)))] = 0
+            wsum[_along(sa, slice(T[sa] - shift, None))] = 0
+
+
+def _along(axis: int, s: slice) -> tuple[slice, ...]:
+    return tuple(s if a == axis else slice(None) for a in range(3))
+
+
+def _emit(acc, wsum, sa, g, rows, pad, out_labels, out_unc) -> None:
+    """Write the first ``rows`` buffer rows (frame rows ``g …``) into the outputs."""
+    lo = max(g, pad[sa])
+    hi = min(g + rows, pad[sa] + out_labels.shape[sa])
+    if hi <= lo:
+        return
+    crop = tuple(
+        slice(lo - g, hi - g) if a == sa else slice(pad[a], pad[a] + out_labels.shape[a])
+        for a in range(3)
+    )
+    labels, unc = _finalize(acc[(slice(None), *crop)], wsum[crop], out_unc is not None)
+    dst = _along(sa, slice(lo - pad[sa], hi - pad[sa]))
+    out_labels[dst] = labels
+    if out_unc is not None:
+        out_unc[dst] = unc
+
+
+def slices_2d(
+    run: Runner,
+    source: np.ndarray,
+    params: NormParams,
+    layout: Layout,
+    n_classes: int,
+    out_labels: np.ndarray,
+    out_unc: np.ndarray | None,
+    *,
+    slices: Sequence[int],
+    context: int,
+    acc_device: torch.device,
+    stop: Callable[[], bool],
+) -> Job[None]:
+    """Slice-by-slice prediction; ``source``/outputs are ``(slice, H, W)`` views.
+
+    Args:
+        source: raw intensities with the slice axis first (a view is fine).
+        layout: tiles over one slice ``(H, W)``.
+        out_labels, out_unc: slice-first views of the outputs, filled in place.
+        slices: slice indices to predict, in order.
+        context: neighbouring slices on each side fed as channels.
+        (others as in `sliding_window_3d`)
+    """
+    tiles = list(itertools.product(*layout.positions))
+    items = [(s, t) for s in slices for t in tiles]
+    T, pad = layout.tile, layout.pad_before
+    hw = out_labels.shape[1:]
+    crop = tuple(slice(p, p + n) for p, n in zip(pad, hw, strict=True))
+    with torch.inference_mode():
+        weight = importance_map(T, acc_device)
+    pending: dict[int, list] = {}
+    done = 0
+    for b0 in range(0, len(items), run.batch_size):
+        _check(stop)
+        batch = items[b0 : b0 + run.batch_size]
+        x = torch.zeros((len(batch), 1 + 2 * context, *T), dtype=torch.float32)
+        stacks: dict[int, np.ndarray] = {}
+        for n, (s, start) in enumerate(batch):
+            if s not in stacks:
+                stacks[s] = slice_stack(source, s, context, axis=0)
+            view, dst = read_tile(stacks[s], start, T, pad)
+            x[(n, *dst)] = apply_normalization(view, params)
+        logits = run(x).to(acc_device)
+        with torch.inference_mode():
+            for n, (s, start) in enumerate(batch):
+                if s not in pending:
+                    acc = torch.zeros((n_classes, *layout.frame), device=acc_device)
+                    pending[s] = [acc, torch.zeros(layout.frame, device=acc_device), len(tiles)]
+                acc, wsum, _ = pending[s]
+                region = tuple(slice(p, p + t) for p, t in zip(start, T, strict=True))
+                acc[(slice(None), *region)].add_(logits[n] * weight)
+                wsum[region].add_(weight)
+                pending[s][2] -= 1
+                if pending[s][2] == 0:
+                    labels, unc = _finalize(
+                        acc[(slice(None), *crop)], wsum[crop], out_unc is not None
+                    )
+                    out_labels[s] = labels
+                    if out_unc is not None:
+                        out_unc[s] = unc
+                    del pending[s]
+                    done += 1
+        yield Progress(done, len(slices), run.messages[-1] if run.messages else "")
