@@ -1,50 +1,108 @@
-"""The main job: napari with the plugin's docks on a sample volume.
+"""The main job: the whole correct-and-fine-tune loop in napari on a sample volume.
 
-Interactive: opens the viewer and returns when it is closed. Headless (under Xvfb):
-does the same offscreen, takes screenshots of each step, exports the segmentation
-through the plugin's writer and writes ``summary.json`` into ``out``.
+Interactive: opens napari with the sample, the Scan dock and the U-Net panel (a new 2D
+model is ready) and returns when the window is closed. Headless (under Xvfb): plays the
+loop through the panel itself — predict, reveal the reference on a few slices as a
+user's corrections, fine-tune, re-predict the other slices, export — and writes a
+screenshot of each step, ``segmentation.nii.gz`` and ``summary.json`` into ``out``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import time
 from pathlib import Path
 
 import napari
 import nibabel as nib
 import numpy as np
+from qtpy.QtWidgets import QApplication
 
 from napari_unet.io.display import METADATA_KEY
 
 
-def run_demo(*, sample: str = "mr_brain", headless: bool = False, out: str = "demo_out") -> dict:
+def run_demo(
+    *,
+    sample: str = "mr_brain",
+    headless: bool = False,
+    out: str = "demo_out",
+    slices: int = 5,
+    train_seconds: float = 90.0,
+) -> dict:
+    from napari_unet._widgets.panel import UNetPanel
+    from napari_unet.samples import load_sample
+
+    if headless:
+        os.environ.setdefault("NAPARI_UNET_RECOVERY_DIR", tempfile.mkdtemp())
     viewer = napari.Viewer(title="napari-unet demo")
     image, reference = viewer.open_sample("napari-unet", sample)
     reference.visible = False
     viewer.window.add_plugin_dock_widget("napari-unet", "Scan")
-    viewer.layers.selection.active = image
+    panel = UNetPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="U-Net", area="right")
+    truth = load_sample(sample)
+    panel.model_section.new_model(truth.label_names, spatial_dims=2)
+    viewer.layers.selection.active = panel.session.labels_layer
     middle = image.data.shape[0] // 2
-    viewer.dims.current_step = (middle, *viewer.dims.current_step[1:])
+    viewer.dims.set_current_step(0, middle)
     if not headless:
         napari.run()
         return {}
+    return _play(viewer, panel, truth, Path(out), slices=slices, train_seconds=train_seconds)
 
-    folder = Path(out)
+
+def _play(viewer, panel, truth, folder: Path, *, slices: int, train_seconds: float) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance()
+    session = panel.session
+    viewer.window._qt_window.resize(1500, 950)
     shots = [_shot(viewer, folder / "01_scan.png")]
-    reference.visible = True
-    shots.append(_shot(viewer, folder / "02_segmentation.png"))
+    truth_display = session.geometry.to_display(truth.labels.array)
+
+    t0 = time.perf_counter()
+    panel.segment_section.run(only_unreviewed=False)
+    _wait(app, lambda: not panel.segment_section.run_button.isEnabled())
+    first_seconds = time.perf_counter() - t0
+    dice_before = _dice(session.labels_layer.data, truth_display, exclude=())
+    shots.append(_shot(viewer, folder / "02_first_prediction.png"))
+
+    n = truth_display.shape[0]
+    foreground = np.flatnonzero(truth_display.reshape(n, -1).any(axis=1))
+    chosen = np.linspace(foreground.min(), foreground.max(), slices + 2)[1:-1].astype(int)
+    for index in chosen:  # the "user" corrects these slices completely
+        session.labels_layer.data[index] = truth_display[index]
+        session.mark_reviewed_display([int(index)])
+    session.labels_layer.refresh()
+    viewer.dims.set_current_step(0, int(chosen[len(chosen) // 2]))
+    shots.append(_shot(viewer, folder / "03_corrections.png"))
+
+    t0 = time.perf_counter()
+    panel.finetune_section.start(seconds=train_seconds, repredict=True)
+    _wait(app, lambda: not panel.finetune_section.start_button.isEnabled(), timeout=3600)
+    _wait(app, lambda: not panel.segment_section.run_button.isEnabled())
+    loop_seconds = time.perf_counter() - t0
+    viewer.dims.set_current_step(0, int(n // 2))
+    shots.append(_shot(viewer, folder / "04_after_finetune.png"))
+    dice_after = _dice(session.labels_layer.data, truth_display, exclude=chosen)
+
     export = folder / "segmentation.nii.gz"
-    reference.save(str(export), plugin="napari-unet")
+    panel.export_section.save_labels(export)
     saved = nib.load(export)
-    meta = image.metadata[METADATA_KEY]
     summary = {
-        "sample": sample,
+        "sample": truth.key,
+        "shape": list(truth.image.shape),
+        "reviewed_slices": [int(i) for i in chosen],
+        "first_prediction_seconds": round(first_seconds, 2),
+        "dice_untrained": round(dice_before, 4),
+        "finetune_and_repredict_seconds": round(loop_seconds, 2),
+        "dice_after_finetune_unreviewed": round(dice_after, 4),
+        "finetune_status": panel.finetune_section.status.text(),
         "screenshots": [str(p) for p in shots],
         "export": str(export),
+        "export_affine_matches_scan": _same_affine(saved.affine, session.image_layer),
         "export_shape": list(saved.shape),
-        "export_affine_matches_scan": bool(np.allclose(saved.affine, meta["affine"], atol=0)),
-        "labels_voxels": int(np.count_nonzero(np.asanyarray(saved.dataobj))),
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
@@ -52,8 +110,33 @@ def run_demo(*, sample: str = "mr_brain", headless: bool = False, out: str = "de
     return summary
 
 
+def _same_affine(affine: np.ndarray, image_layer) -> bool:
+    scan = np.asarray(image_layer.metadata[METADATA_KEY]["affine"])
+    return bool(np.allclose(affine, scan, rtol=0, atol=1e-6))
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray, *, exclude) -> float:
+    """Mean foreground Dice over slices (display axis 0) not in ``exclude``."""
+    keep = np.ones(truth.shape[0], bool)
+    keep[list(exclude)] = False
+    p, t = pred[keep], truth[keep]
+    scores = []
+    for value in np.unique(t[t > 0]):
+        a, b = p == value, t == value
+        scores.append(
+            2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+        )
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _wait(app, busy, timeout: float = 900.0) -> None:
+    start = time.perf_counter()
+    while busy() and time.perf_counter() - start < timeout:
+        app.processEvents()
+        time.sleep(0.01)
+
+
 def _shot(viewer: napari.Viewer, path: Path) -> Path:
-    viewer.window._qt_window.resize(1400, 900)
-    napari.qt.get_qapp().processEvents()
+    QApplication.instance().processEvents()
     viewer.screenshot(str(path), canvas_only=False, flash=False)
     return path

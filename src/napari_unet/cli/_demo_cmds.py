@@ -18,11 +18,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--out", default="demo_out", help="folder for the headless results")
     demo.add_argument("--sample", choices=SAMPLE_KEYS, default="mr_brain")
+    demo.add_argument("--slices", type=int, default=5, help="slices the simulated user corrects")
+    demo.add_argument("--seconds", type=float, default=90.0, help="fine-tuning budget (s)")
     demo.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from napari_unet._demo import run_demo
 
-    run_demo(sample=args.sample, headless=args.headless, out=args.out)
+    run_demo(
+        sample=args.sample,
+        headless=args.headless,
+        out=args.out,
+        slices=args.slices,
+        train_seconds=args.seconds,
+    )
     return 0
