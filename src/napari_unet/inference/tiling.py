@@ -13,6 +13,7 @@ keep patch-sized tiles, like MONAI.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -57,9 +58,14 @@ def choose_tile(
         Tile size per axis, each a multiple of ``divisor``, at least ``patch`` or the
         (rounded-up) extent, whichever is smaller.
     """
-    rounded = [math.ceil(e / divisor) * divisor for e in extent]
     if not grow:
         return tuple(int(p) for p in patch)
+    return _cheapest_tile(tuple(extent), tuple(patch), divisor, max_voxels, tuple(min_overlap))
+
+
+@functools.lru_cache(maxsize=64)
+def _cheapest_tile(extent, patch, divisor, max_voxels, min_overlap) -> tuple[int, ...]:
+    rounded = [math.ceil(e / divisor) * divisor for e in extent]
     low = [min(math.ceil(p / divisor) * divisor, r) for p, r in zip(patch, rounded, strict=True)]
     step = math.ceil(16 / divisor) * divisor  # candidate sizes every >= 16 voxels
     candidates = [
