@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -70,13 +69,16 @@ class FinetuneSection(QGroupBox):
         reviewed = sorted(ws.reviewed)
         budget = float(seconds if seconds is not None else self.seconds_spin.value())
         model, parent_hash = session.model, ws.current
+        parent = next((v for v in ws.models if v.hash == parent_hash), None)
+        previous = parent.metrics.get("trained_slices", []) if parent else []
+        parent_dice = parent.metrics.get("val_dice") if parent else None
         out_folder = session.models_folder()
         self._stop_requested = False
 
         def job():
             return (yield from finetune_job(
                 model, ws.image, labels, reviewed, ws.slice_axis, out_folder,
-                seconds=None if steps else budget, steps=steps,
+                previous=previous, seconds=budget, steps=steps,
                 device=self.segment.device_combo.currentText(),
                 stop=lambda: self._stop_requested,
             ))  # fmt: skip
@@ -98,12 +100,7 @@ class FinetuneSection(QGroupBox):
 
             session.model = load_model(path)
             session.changed.emit()
-            before = metrics.get("parent_val_dice")
-            after = metrics.get("val_dice")
-            change = ""
-            if before is not None and after is not None:
-                change = f"; Dice on held-out reviewed slices {before:.3f} → {after:.3f}"
-            self.status.setText(f"new version {digest[:8]}{change}")
+            self.status.setText(describe_result(digest, metrics, parent_dice))
             if repredict:
                 self.segment.run(only_unreviewed=True, on_done=on_done)
             elif on_done is not None:
@@ -131,23 +128,61 @@ class FinetuneSection(QGroupBox):
             show_error(str(e))
 
 
-def finetune_job(model, image, labels, reviewed, slice_axis, out_folder, *, seconds, steps,
-                 device, stop):  # fmt: skip
-    """Adapter over `napari_unet.training`: fine-tune, save the new version atomically.
+def finetune_job(model, image, labels, reviewed, slice_axis, out_folder, *, previous,
+                 seconds, steps, device, stop):  # fmt: skip
+    """Fine-tune on the reviewed slices and save the new version atomically.
 
-    Returns (path, hash, metrics).
+    Slices the parent already learned from (``previous``) are replayed: trained on
+    again and scored with parent and child, so a version that got worse on them is
+    flagged. Returns (path, hash, metrics).
     """
-    from napari_unet.training import finetune_steps
+    from napari_unet.training.data import sparse_volume
+    from napari_unet.training.finetune import TrainConfig, finetune_steps
+    from napari_unet.training.lineage import save_version
 
-    result = yield from finetune_steps(
-        model, image, labels, slices=reviewed, slice_axis=slice_axis,
-        seconds=seconds, steps=steps, device=device, stop=stop,
-    )  # fmt: skip
+    spec = model.spec
+    label_volume = image.with_array(labels)
+    name = image.source or "napari"
+    new = sorted(set(reviewed) - set(previous))
+    old = sorted(set(reviewed) & set(previous))
+    if not new:  # nothing new: train on everything, no drift comparison
+        new, old = sorted(reviewed), []
+    data = [sparse_volume(image, label_volume, spec, slices=new, slice_axis=slice_axis,
+                          name=name)]  # fmt: skip
+    replay = []
+    if old:
+        replay = [sparse_volume(image, label_volume, spec, slices=old, slice_axis=slice_axis,
+                                name=f"{name} (earlier slices)")]  # fmt: skip
+    config = TrainConfig(steps=steps, seconds=None if steps else seconds, device=device)
+    result = yield from finetune_steps(model, spec, data, replay=replay, config=config, stop=stop)
     out_folder.mkdir(parents=True, exist_ok=True)
-    path = out_folder / f"{model.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
-    digest = result.save(path)
-    metrics = dict(result.metrics)
-    show_info(f"fine-tuned in {metrics.get('seconds', float('nan')):.0f} s") if np.isfinite(
-        metrics.get("seconds", np.nan)
-    ) else None
+    path = out_folder / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+    digest = save_version(path, result, note="fine-tuned in napari")
+    metrics = {
+        "val_dice": result.metrics.get("val_dice"),
+        "steps": result.metrics.get("steps"),
+        "seconds": result.metrics.get("seconds"),
+        "stopped": result.metrics.get("stopped"),
+        "trained_slices": sorted(int(i) for i in reviewed),
+        "drift": bool(result.drift and result.drift.get("flagged")),
+    }
+    if result.drift:
+        metrics["earlier_slices_dice"] = [result.drift.get("parent_dice"),
+                                          result.drift.get("child_dice")]  # fmt: skip
     return path, digest, metrics
+
+
+def describe_result(digest: str, metrics: dict, parent_dice: float | None) -> str:
+    """One line for the user: the new version, its Dice, and the change."""
+    text = f"new version {digest[:8]} after {metrics.get('steps')} steps"
+    dice = metrics.get("val_dice")
+    if dice is not None:
+        text += f"; Dice on held-out reviewed voxels {dice:.3f}"
+        if parent_dice is not None:
+            text += f" (was {parent_dice:.3f}, {dice - parent_dice:+.3f})"
+    earlier = metrics.get("earlier_slices_dice")
+    if earlier and None not in earlier:
+        text += f"; on earlier slices {earlier[0]:.3f} → {earlier[1]:.3f}"
+    if metrics.get("drift"):
+        text += " — flagged: worse on earlier slices; roll back in step 1 if needed"
+    return text
