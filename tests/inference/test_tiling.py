@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.inference.stitch import argmax0
+from napari_unet.inference.tiling import axis_positions, choose_tile, read_tile
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(10, 16, 4), (64, 64, 16), (100, 32, 8), (513, 80, 16)]
+)
+def test_axis_positions_cover_with_overlap(length: int, tile: int, overlap: int) -> None:
+    pos = axis_positions(length, tile, overlap)
+    assert pos[0] == 0 and pos[-1] + tile >= length
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(pos))
+
+
+def test_choose_tile_grows_only_when_allowed() -> None:
+    grown = choose_tile(
+        (200, 180, 40),
+        (64, 64, 64),
+        divisor=8,
+        max_voxels=2**20,
+        min_overlap=(16, 16, 16),
+        grow=True,
+    )
+    assert np.prod(grown) <= 2**20 and all(t % 8 == 0 for t in grown) and grown[2] == 40
+    fixed = choose_tile(
+        (200, 180, 40),
+        (64, 64, 64),
+        divisor=8,
+        max_voxels=2**20,
+        min_overlap=(16, 16, 16),
+        grow=False,
+    )
+    assert fixed == (64, 64, 64)
+
+
+def test_read_tile_pads_and_crops() -> None:
+    src = np.arange(5 * 6, dtype=np.float32).reshape(5, 6)
+    view, dst = read_tile(src, (0, 4), (8, 4), (1, 0))
+    tile = np.zeros((8, 4), np.float32)
+    tile[dst] = view
+    np.testing.assert_array_equal(tile[1:6, :2], src[:, 4:6])
+    assert tile[0].sum() == 0 and tile[6:].sum() == 0 and tile[:, 2:].sum() == 0
+
+
+def test_argmax0_matches_torch_with_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    acc = torch.randint(0, 3, (4, 7, 5, 3), generator=g).float()  # many ties
+    np.testing.assert_array_equal(argmax0(acc).numpy(), acc.argmax(0).numpy())
+    assert argmax0(acc).dtype == torch.uint8
