@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from napari_unet.inference.preprocess import NormParams, apply_normalization, slice_stack
+from napari_unet.inference.preprocess import NormParams, apply_normalization
 from napari_unet.inference.runner import Runner
 from napari_unet.inference.tiling import axis_positions, importance_map, read_tile
 from napari_unet.jobs import Cancelled, Job, Progress
@@ -186,6 +186,20 @@ def _emit(acc, wsum, sa, g, rows, pad, out_labels, out_unc) -> None:
         out_unc[dst] = unc
 
 
+def _slice_block(source: np.ndarray, needed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A C-contiguous copy of the slices a batch needs; returns (block, needed indices).
+
+    ``source`` is usually a slice-first *view* of a C-ordered ``(i, j, k)`` scan sliced
+    along k; gathering single slices from it is very slow (0.5 s per 512² slice of a
+    128-slice scan: stride 512 bytes), copying a block of consecutive slices at once is
+    ~100× faster. Row ``r`` of the block is slice ``needed[r]``.
+    """
+    lo, hi = int(needed[0]), int(needed[-1])
+    if hi - lo + 1 <= 2 * len(needed):
+        return np.ascontiguousarray(source[lo : hi + 1]), np.arange(lo, hi + 1)
+    return np.stack([source[i] for i in needed]), needed
+
+
 def slices_2d(
     run: Runner,
     source: np.ndarray,
@@ -223,11 +237,11 @@ def slices_2d(
         _check(stop)
         batch = items[b0 : b0 + run.batch_size]
         x = torch.zeros((len(batch), 1 + 2 * context, *T), dtype=torch.float32)
-        stacks: dict[int, np.ndarray] = {}
+        offsets = np.arange(-context, context + 1)
+        idx = {s: np.clip(s + offsets, 0, source.shape[0] - 1) for s, _ in batch}
+        block, rows = _slice_block(source, np.unique(np.concatenate(list(idx.values()))))
         for n, (s, start) in enumerate(batch):
-            if s not in stacks:
-                stacks[s] = slice_stack(source, s, context, axis=0)
-            view, dst = read_tile(stacks[s], start, T, pad)
+            view, dst = read_tile(block[np.searchsorted(rows, idx[s])], start, T, pad)
             x[(n, *dst)] = apply_normalization(view, params)
         logits = run(x).to(acc_device)
         with torch.inference_mode():
