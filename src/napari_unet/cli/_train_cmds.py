@@ -191,7 +191,6 @@ def _drain(job, show):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from napari_unet.models.files import load_model
     from napari_unet.training.data import sparse_volume
@@ -278,7 +277,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{result.drift['parent_dice']:.4f}); roll back with --from {args.from_model}",
                 file=sys.stderr,
             )
-    del np
     return 0
 
 
