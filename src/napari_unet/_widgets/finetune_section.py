@@ -136,9 +136,7 @@ def finetune_job(model, image, labels, reviewed, slice_axis, out_folder, *, prev
     again and scored with parent and child, so a version that got worse on them is
     flagged. Returns (path, hash, metrics).
     """
-    from napari_unet.training.data import sparse_volume
-    from napari_unet.training.finetune import TrainConfig, finetune_steps
-    from napari_unet.training.lineage import save_version
+    from napari_unet.training import TrainConfig, finetune_steps, save_version, sparse_volume
 
     spec = model.spec
     label_volume = image.with_array(labels)

@@ -26,7 +26,9 @@ from napari_unet.workspace import ModelVersion
 #: Neighbouring slices on each side fed to new 2D models as extra channels.
 CONTEXT_SLICES_2D = 1
 
+RECOMMENDED = "Recommended (full-resolution U-Net)"
 ARCH_NAMES = {
+    RECOMMENDED: "recommended",
     "U-Net": "unet",
     "Residual U-Net": "resunet",
     "Attention U-Net": "attention_unet",
@@ -71,8 +73,12 @@ class ModelSection(QGroupBox):
         session.changed.connect(self.refresh)
 
     # --- actions (public so tests and the demo can drive them) --------------------------
-    def new_model(self, labels: list[str], *, spatial_dims: int = 2, arch: str = "unet"):
-        """Create an untrained model for the current scan and make it current."""
+    def new_model(self, labels: list[str], *, spatial_dims: int = 2, arch: str = "recommended"):
+        """Create an untrained model for the current scan and make it current.
+
+        "recommended" is `training.recommended_spec`: the network the fine-tuning defaults
+        were tuned for (it learns from a few reviewed slices); the others are presets.
+        """
         from napari_unet.models.files import save_model
         from napari_unet.models.spec import preset_spec
 
@@ -81,13 +87,18 @@ class ModelSection(QGroupBox):
         session = self.session
         image = session.require_image()
         modality = session.workspace.image.modality
-        spec = preset_spec(
-            arch,
-            spatial_dims=spatial_dims,
-            labels=labels,
-            modality=modality,
-            context_slices=CONTEXT_SLICES_2D if spatial_dims == 2 else 0,
-        )
+        if arch == "recommended":
+            from napari_unet.training import recommended_spec
+
+            spec = recommended_spec(labels, modality=modality, spatial_dims=spatial_dims)
+        else:
+            spec = preset_spec(
+                arch,
+                spatial_dims=spatial_dims,
+                labels=labels,
+                modality=modality,
+                context_slices=CONTEXT_SLICES_2D if spatial_dims == 2 else 0,
+            )
         from napari_unet.models.build import build_model
 
         folder = session.models_folder()
