@@ -20,7 +20,7 @@ _LAZY = {
     "sparse_volume": "napari_unet.training.data",
     "reviewed_mask": "napari_unet.training.data",
     "check_same_grid": "napari_unet.training.data",
-    "TrainConfig": "napari_unet.training.trainer",
+    "TrainConfig": "napari_unet.training.config",
     "FinetuneResult": "napari_unet.training.trainer",
     "finetune_steps": "napari_unet.training.trainer",
     "finetune": "napari_unet.training.trainer",

@@ -19,7 +19,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,85 +27,9 @@ import torch
 
 from napari_unet.jobs import Job, Progress, never
 from napari_unet.models.spec import ModelSpec
+from napari_unet.training.config import TrainConfig, cpu_threads, lr_factor
 from napari_unet.training.data import SparseVolume
 from napari_unet.training.loss import MaskedDiceCELoss, class_weights, dice_per_class, mean_dice
-
-
-@dataclass
-class TrainConfig:
-    """Options of one fine-tuning run.
-
-    Attributes:
-        steps: optimizer steps budget (None = no step limit; then ``seconds`` is needed).
-        seconds: wall-time budget in s (None = no time limit). With both, the first to
-            run out ends the run; the learning-rate schedule follows whichever is nearer.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        warmup: share of the budget with a linear warm-up from ``lr / 20``.
-        min_lr_ratio: final learning rate as a share of ``lr`` (cosine decay).
-        batch_size: patches per step.
-        patch_size: patch in voxels (model axis order); None = ``spec.patch_size``.
-        fg_fraction: share of patches centred on a foreground voxel.
-        val_every: steps between validations (also at the end).
-        augmentation: "none", "light" or "strong" (see `training.augment`).
-        flip_axes: patch axes that may be flipped (default none: lateralised anatomy).
-        class_weight_power: cross-entropy class weights ∝ (1/frequency) ** power.
-        precision: "auto" (bf16/fp16 on CUDA, float32 elsewhere), "fp32", "bf16", "fp16".
-        device: "auto", "cpu", "cuda", "mps".
-        bn_batches: before each validation (and at the end), batch-norm running
-            statistics are recomputed as the plain average over this many training
-            batches of the current weights (0 = keep PyTorch's running averages). With
-            the default momentum they follow the last ~10 random patches, and the
-            eval-mode network drifted by up to 0.03 Dice between neighbouring steps.
-        seed: seeds sampling, augmentation and (for new models) the weights.
-        threads: CPU threads for torch during the run; None = all cores but one on the
-            CPU (at least one), the torch setting elsewhere. Leaving a core free keeps
-            the GUI responsive, and on a busy 2-core machine one thread measured 4–7×
-            faster per step than two fighting another process for the cores.
-    """
-
-    steps: int | None = 300
-    seconds: float | None = None
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    warmup: float = 0.05
-    min_lr_ratio: float = 0.02
-    batch_size: int = 8
-    patch_size: tuple[int, ...] | None = None
-    fg_fraction: float = 0.6
-    val_every: int = 50
-    augmentation: str = "light"
-    flip_axes: tuple[int, ...] = ()
-    class_weight_power: float = 0.5
-    precision: str = "auto"
-    device: str = "auto"
-    bn_batches: int = 8
-    seed: int = 0
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.steps is None and self.seconds is None:
-            raise ValueError("give a budget: steps or seconds (or both)")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps!r}")
-        if self.seconds is not None and not self.seconds > 0:
-            raise ValueError(f"seconds must be > 0, got {self.seconds!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup must be in [0, 1), got {self.warmup!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if not 0 <= self.fg_fraction <= 1:
-            raise ValueError(f"fg_fraction must be in [0, 1], got {self.fg_fraction!r}")
-        if self.val_every < 1:
-            raise ValueError(f"val_every must be >= 1, got {self.val_every!r}")
-        self.flip_axes = tuple(int(a) for a in self.flip_axes)
-        if self.patch_size is not None:
-            self.patch_size = tuple(int(p) for p in self.patch_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -136,18 +60,6 @@ class FinetuneResult:
     parent_hash: str = ""
     drift: dict[str, Any] | None = None
     replay_names: list[str] = field(default_factory=list)
-
-
-def lr_factor(progress: float, warmup: float, min_ratio: float) -> float:
-    """Learning-rate multiplier at ``progress`` ∈ [0, 1] of the budget.
-
-    Linear warm-up from ``1/20`` to 1 over ``warmup``, then cosine decay to ``min_ratio``.
-    """
-    p = min(max(progress, 0.0), 1.0)
-    if warmup > 0 and p < warmup:
-        return 0.05 + 0.95 * p / warmup
-    q = (p - warmup) / max(1e-9, 1.0 - warmup)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * q))
 
 
 def finetune_steps(
@@ -276,7 +188,8 @@ def _train(
         per_class = _validate(net, val_items, dev, amp, spec.out_channels)
         val_dice = mean_dice(per_class)
         score = -math.inf if val_dice is None else val_dice
-        if score > best["score"] or best["dice"] is None:
+        late = _progress(step, time.perf_counter() - t_train, cfg) >= cfg.best_after
+        if late and (score > best["score"] or best["dice"] is None):
             best.update(score=score, dice=val_dice, per_class=per_class, step=step)
             best_state.update(_snapshot(net))
 
@@ -320,6 +233,13 @@ def _train(
         yield Progress(step, total, f"step {step}/{total} loss {loss_value:.3f}", record)
     if step % cfg.val_every != 0 or (stopped and not val_items):
         validate()
+    final_pc = _validate(net, val_items, dev, amp, spec.out_channels) if val_items else None
+    final = None if final_pc is None else mean_dice(final_pc)
+    if final is not None and (best["dice"] is None or final >= best["dice"] - cfg.best_margin):
+        best.update(
+            dice=final, per_class=final_pc, step=step
+        )  # prefer the final state unless clearly beaten
+        best_state.update(_snapshot(net))
     if not val_items or best["dice"] is None:
         best_state.update(_snapshot(net))
         best["step"] = step
@@ -354,15 +274,6 @@ def _train(
 
         result.drift = check_drift(parent_net, net, spec, replay, device=cfg.device).to_dict()
     return result
-
-
-def cpu_threads(threads: int | None = None) -> int:
-    """Torch CPU threads for training: ``threads``, else all cores but one (at least 1)."""
-    if threads:
-        return max(1, int(threads))
-    import os
-
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def _progress(step: int, elapsed: float, cfg: TrainConfig) -> float:
