@@ -18,6 +18,7 @@ from pathlib import Path
 import napari
 import nibabel as nib
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_unet.io.display import METADATA_KEY
@@ -39,9 +40,12 @@ def run_demo(
     viewer = napari.Viewer(title="napari-unet demo")
     image, reference = viewer.open_sample("napari-unet", sample)
     reference.visible = False
-    viewer.window.add_plugin_dock_widget("napari-unet", "Scan")
+    scan_dock, _ = viewer.window.add_plugin_dock_widget("napari-unet", "Scan")
     panel = UNetPanel(viewer)
-    viewer.window.add_dock_widget(panel, name="U-Net", area="right")
+    panel_dock = viewer.window.add_dock_widget(panel, name="U-Net", area="right")
+    viewer.window._qt_window.resizeDocks(
+        [scan_dock, panel_dock], [190, 760], Qt.Orientation.Vertical
+    )
     truth = load_sample(sample)
     panel.model_section.new_model(truth.label_names, spatial_dims=2)
     viewer.layers.selection.active = panel.session.labels_layer

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -54,7 +55,7 @@ class DataWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addLayout(form)
-        layout.addStretch()
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
         self.open_file_button.clicked.connect(self._choose_file)
         self.open_folder_button.clicked.connect(self._choose_folder)
@@ -122,11 +123,16 @@ class DataWidget(QWidget):
 
     # --- contrast and geometry --------------------------------------------------------
     def _image_layer(self):
+        """The selected scan, else the last scan opened through the plugin."""
+
+        def is_scan(layer) -> bool:
+            return isinstance(layer, napari.layers.Image) and METADATA_KEY in layer.metadata
+
         layer = self.viewer.layers.selection.active
-        if layer is not None and isinstance(layer, napari.layers.Image):
+        if layer is not None and is_scan(layer):
             return layer
-        images = [lyr for lyr in self.viewer.layers if isinstance(lyr, napari.layers.Image)]
-        return images[-1] if images else None
+        scans = [lyr for lyr in self.viewer.layers if is_scan(lyr)]
+        return scans[-1] if scans else None
 
     def apply_contrast(self, name: str) -> None:
         layer = self._image_layer()
