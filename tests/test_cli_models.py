@@ -132,3 +132,14 @@ def test_cli_module_imports_no_torch() -> None:
     code = "import sys, napari_unet.cli._model_cmds; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_new_model_defaults_to_the_recommended_full_resolution_unet(tmp_path):
+    from napari_unet.models.files import read_model_header
+
+    out = tmp_path / "rec.safetensors"
+    assert main(["new-model", str(out), "--dims", "2", "--labels", "wm", "--modality", "MR"]) == 0
+    spec = read_model_header(out)["spec"]
+    assert spec.arch == "classic_unet"
+    assert spec.arch_args["features"][0] == 16  # narrow, full resolution
+    assert spec.context_slices == 1 and spec.in_channels == 3

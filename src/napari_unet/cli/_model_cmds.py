@@ -12,7 +12,7 @@ from pathlib import Path
 
 from napari_unet.errors import InputError
 
-ARCH_CHOICES = ("unet", "resunet", "attention_unet", "classic_unet")
+ARCH_CHOICES = ("recommended", "unet", "resunet", "attention_unet", "classic_unet")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,14 +20,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new.add_argument("out", help="output .safetensors file")
     new.add_argument("--dims", type=int, choices=(2, 3), required=True, help="2D or 3D network")
     new.add_argument("--labels", required=True, help="foreground class names, comma-separated")
-    new.add_argument("--arch", choices=ARCH_CHOICES, default="unet", help="architecture preset")
+    new.add_argument(
+        "--arch",
+        choices=ARCH_CHOICES,
+        default="recommended",
+        help="architecture: 'recommended' (the full-resolution U-Net the fine-tuning "
+        "defaults are tuned for) or a preset",
+    )
     new.add_argument(
         "--modality", choices=("CT", "MR"), default="CT", help="intensity normalisation"
     )
     new.add_argument(
         "--context-slices",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
         help="2D only: neighbouring slices on each side fed as channels",
     )
@@ -71,15 +77,26 @@ def cmd_new_model(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: already exists (use --overwrite to replace it)")
     labels = [n.strip() for n in args.labels.split(",") if n.strip()]
     try:
-        spec = preset_spec(
-            args.arch,
-            spatial_dims=args.dims,
-            labels=labels,
-            modality=args.modality,
-            context_slices=args.context_slices,
-            patch_size=tuple(args.patch) if args.patch else None,
-            target_spacing=tuple(args.spacing) if args.spacing else None,
-        )
+        if args.arch == "recommended":
+            from napari_unet.training import recommended_spec
+
+            spec = recommended_spec(
+                labels,
+                modality=args.modality,
+                spatial_dims=args.dims,
+                context_slices=1 if args.context_slices is None else args.context_slices,
+                patch_size=tuple(args.patch) if args.patch else None,
+            )
+        else:
+            spec = preset_spec(
+                args.arch,
+                spatial_dims=args.dims,
+                labels=labels,
+                modality=args.modality,
+                context_slices=args.context_slices or 0,
+                patch_size=tuple(args.patch) if args.patch else None,
+                target_spacing=tuple(args.spacing) if args.spacing else None,
+            )
     except ValueError as e:
         raise InputError(f"new-model: {e}") from None
     torch.manual_seed(args.seed)
