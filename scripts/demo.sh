@@ -7,6 +7,8 @@ source scripts/setup.sh
 if [ -n "${DISPLAY:-}" ] && [ -z "${CI:-}" ] && [ "${1:-}" != "--headless" ]; then
   exec napari-unet demo "$@"
 fi
+args=()
+for a in "$@"; do [ "$a" = "--headless" ] || args+=("$a"); done
 export QT_QPA_PLATFORM=xcb
 exec xvfb-run -a -s "-screen 0 1600x1000x24" napari-unet demo --headless --out demo_out \
-  "${@#--headless}"
+  "${args[@]}"
