@@ -9,7 +9,7 @@ import numpy as np
 def test_the_whole_loop_keeps_painted_voxels_and_the_scan_geometry(panel, tiny_scan, qtbot,
                                                                    tmp_path):  # fmt: skip
     path, truth = tiny_scan
-    (image,) = panel.viewer.open(str(path), plugin="napari-unet")
+    panel.viewer.open(str(path), plugin="napari-unet")
     panel.model_section.new_model(["ball"], spatial_dims=2)
     session = panel.session
     labels = session.labels_layer
