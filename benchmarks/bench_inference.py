@@ -1,6 +1,7 @@
 """Inference speed against MONAI's sliding_window_inference (see napari_unet.inference.bench).
 
-Usage: python benchmarks/bench_inference.py [--quick | --full-only] [--json] [--out FILE]
+Usage: python benchmarks/bench_inference.py [--quick | --full-only] [--retrain] [--json]
+       [--note TEXT] [--out FILE]
 """
 
 from __future__ import annotations
