@@ -42,3 +42,12 @@ def test_core_io_and_reader_glue_import_no_qt_napari_or_torch():
     )
     forbidden = {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "torch"}
     assert not loaded & forbidden, loaded & forbidden
+
+
+def test_scan_names_drop_the_file_type():
+    from napari_unet._layers import scan_name
+
+    assert scan_name("/data/T1.nii.gz") == "T1"
+    assert scan_name("/data/T1.NII") == "T1"
+    assert scan_name("/data/ct/IM0001.dcm") == "IM0001"
+    assert scan_name("/data/series_3") == "series_3"

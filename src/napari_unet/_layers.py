@@ -27,6 +27,17 @@ DEFAULT_CT_WINDOW = "soft tissue"
 LayerData = tuple[Any, dict[str, Any], str]
 
 
+def scan_name(path) -> str:
+    """A layer name for a scan file or folder: its name without .nii.gz/.nii/.dcm/.ima."""
+    from pathlib import Path
+
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".ima"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def window_limits(name: str) -> tuple[float, float]:
     level, width = CT_WINDOWS[name]
     return level - width / 2.0, level + width / 2.0

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_unet._layers import LayerData, image_layer_data
+from napari_unet._layers import LayerData, image_layer_data, scan_name
 from napari_unet.errors import InputError, MultipleSeriesError
-from napari_unet.io.nifti import is_nifti_path
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".ima")
 
@@ -45,15 +43,7 @@ def read_volume(path: str | list[str], *, series_uid: str | None = None) -> list
     except InputError as e:
         _notify_error(str(e))
         return [(None,)]
-    return [image_layer_data(volume, _layer_name(path))]
-
-
-def _layer_name(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".dcm"):
-        if is_nifti_path(name) or name.lower().endswith(suffix):
-            return name[: -len(suffix)] if name.lower().endswith(suffix) else name
-    return name
+    return [image_layer_data(volume, scan_name(path))]
 
 
 def _ask_series(error: MultipleSeriesError) -> str | None:

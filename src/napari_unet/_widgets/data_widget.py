@@ -18,7 +18,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet._layers import CT_WINDOWS, auto_contrast, image_layer_data, window_limits
+from napari_unet._layers import (
+    CT_WINDOWS,
+    auto_contrast,
+    image_layer_data,
+    scan_name,
+    window_limits,
+)
 from napari_unet._widgets._worker import start_job
 from napari_unet.errors import InputError, MultipleSeriesError
 from napari_unet.io.display import METADATA_KEY
@@ -109,7 +115,7 @@ class DataWidget(QWidget):
         return True
 
     def _add_volume(self, volume, path: str) -> None:
-        data, kwargs, _ = image_layer_data(volume, Path(path).name.split(".nii")[0])
+        data, kwargs, _ = image_layer_data(volume, scan_name(path))
         self.viewer.add_image(data, **kwargs)
 
     def cancel(self) -> None:
