@@ -54,3 +54,22 @@ def test_argmax0_matches_torch_with_ties() -> None:
     acc = torch.randint(0, 3, (4, 7, 5, 3), generator=g).float()  # many ties
     np.testing.assert_array_equal(argmax0(acc).numpy(), acc.argmax(0).numpy())
     assert argmax0(acc).dtype == torch.uint8
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(512, 80, 16), (136, 64, 16), (64, 64, 16)]
+)
+def test_axis_positions_align_to_the_network_stride(length: int, tile: int, overlap: int) -> None:
+    pos = axis_positions(length, tile, overlap, divisor=8)
+    assert all(p % 8 == 0 for p in pos), pos
+    assert pos[0] == 0 and pos[-1] + tile == max(length, tile)
+    assert all(b - a <= tile - overlap for a, b in itertools.pairwise(pos))
+
+
+def test_layout_pads_the_frame_to_the_stride() -> None:
+    from napari_unet.inference.stitch import Layout
+
+    layout = Layout.over((130, 40, 20), (64, 48, 24), (16, 12, 6), divisor=8)
+    assert layout.frame == (136, 48, 24)
+    assert layout.pad_before == (3, 4, 2)
+    assert all(p % 8 == 0 for axis in layout.positions for p in axis)

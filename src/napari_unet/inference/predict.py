@@ -161,6 +161,7 @@ def predict_steps(
     batch_vox = max(batch_vox * 16 // width, 4096)
     extent = grid if dims == 3 else tuple(n for a, n in enumerate(grid) if a != ax)
     min_overlap = [round(overlap * p) for p in spec.patch_size]
+    divisor = size_divisor(spec)
     if roi_size is not None:
         tile = tuple(int(r) for r in roi_size)
         if len(tile) != dims or min(tile) < 1:
@@ -169,12 +170,12 @@ def predict_steps(
         tile = choose_tile(
             extent,
             spec.patch_size,
-            divisor=size_divisor(spec),
+            divisor=divisor,
             max_voxels=max_tile,
             min_overlap=min_overlap,
             grow=not has_sample_dependent_norm(net),
         )
-    layout = Layout.over(extent, tile, min_overlap)
+    layout = Layout.over(extent, tile, min_overlap, divisor)
     if batch_size is None:
         batch_size = max(1, batch_vox // int(np.prod(tile)))
     if channels_last is None:

@@ -23,7 +23,12 @@ import torch
 
 from napari_unet.inference.preprocess import NormParams, apply_normalization
 from napari_unet.inference.runner import Runner
-from napari_unet.inference.tiling import axis_positions, importance_map, read_tile
+from napari_unet.inference.tiling import (
+    aligned_frame,
+    axis_positions,
+    importance_map,
+    read_tile,
+)
 from napari_unet.jobs import Cancelled, Job, Progress
 
 
@@ -34,7 +39,7 @@ class Layout:
     Attributes:
         tile: tile size per spatial axis.
         pad_before: zeros before the data per axis (data smaller than a tile is centred).
-        frame: padded extent per axis, ``max(data, tile)``.
+        frame: padded extent per axis, ``max(data, tile)`` rounded up to the divisor.
         positions: tile starts per axis, in the padded frame.
     """
 
@@ -44,10 +49,21 @@ class Layout:
     positions: list[list[int]]
 
     @classmethod
-    def over(cls, extent: Sequence[int], tile: Sequence[int], min_overlap: Sequence[int]) -> Layout:
-        frame = tuple(max(e, t) for e, t in zip(extent, tile, strict=True))
+    def over(
+        cls,
+        extent: Sequence[int],
+        tile: Sequence[int],
+        min_overlap: Sequence[int],
+        divisor: int = 1,
+    ) -> Layout:
+        """Tiles over ``extent``; with ``divisor`` (the network's total stride) every tile
+        start is a multiple of it, as in one pass over the whole padded frame."""
+        frame = tuple(aligned_frame(e, t, divisor) for e, t in zip(extent, tile, strict=True))
         pad = tuple((f - e) // 2 for f, e in zip(frame, extent, strict=True))
-        pos = [axis_positions(f, t, o) for f, t, o in zip(frame, tile, min_overlap, strict=True)]
+        pos = [
+            axis_positions(f, t, o, divisor)
+            for f, t, o in zip(frame, tile, min_overlap, strict=True)
+        ]
         return cls(tuple(tile), pad, frame, pos)
 
     @property
