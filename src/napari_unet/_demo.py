@@ -67,7 +67,7 @@ def _play(viewer, panel, truth, folder: Path, *, slices: int, train_seconds: flo
 
     t0 = time.perf_counter()
     panel.segment_section.run(only_unreviewed=False)
-    _wait(app, lambda: not panel.segment_section.run_button.isEnabled())
+    wait_until_idle(app, lambda: not panel.segment_section.run_button.isEnabled())
     first_seconds = time.perf_counter() - t0
     dice_before = _dice(session.labels_layer.data, truth_display, exclude=())
     shots.append(_shot(viewer, folder / "02_first_prediction.png"))
@@ -84,8 +84,8 @@ def _play(viewer, panel, truth, folder: Path, *, slices: int, train_seconds: flo
 
     t0 = time.perf_counter()
     panel.finetune_section.start(seconds=train_seconds, repredict=True)
-    _wait(app, lambda: not panel.finetune_section.start_button.isEnabled(), timeout=3600)
-    _wait(app, lambda: not panel.segment_section.run_button.isEnabled())
+    wait_until_idle(app, lambda: not panel.finetune_section.start_button.isEnabled(), timeout=3600)
+    wait_until_idle(app, lambda: not panel.segment_section.run_button.isEnabled())
     loop_seconds = time.perf_counter() - t0
     viewer.dims.set_current_step(0, int(n // 2))
     shots.append(_shot(viewer, folder / "04_after_finetune.png"))
@@ -133,11 +133,13 @@ def _dice(pred: np.ndarray, truth: np.ndarray, *, exclude) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def _wait(app, busy, timeout: float = 900.0) -> None:
+def wait_until_idle(app, busy, timeout: float = 900.0) -> float:
+    """Run the Qt event loop while ``busy()`` (at most ``timeout`` s); returns seconds."""
     start = time.perf_counter()
     while busy() and time.perf_counter() - start < timeout:
         app.processEvents()
-        time.sleep(0.01)
+        time.sleep(0.002)
+    return time.perf_counter() - start
 
 
 def _shot(viewer: napari.Viewer, path: Path) -> Path:

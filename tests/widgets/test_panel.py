@@ -54,8 +54,13 @@ def test_prediction_fills_the_labels_layer_and_never_touches_reviewed_slices(
     _wait_idle(qtbot, panel.segment_section)
     np.testing.assert_array_equal(labels.data[4], painted)  # the user's slice is intact
     assert session.last_uncertainty is not None
-    assert f"{session.image_layer.name} uncertainty" in panel.viewer.layers
+    name = f"{session.image_layer.name} uncertainty"
+    assert name not in panel.viewer.layers  # made only on request
     assert "s on cpu" in panel.segment_section.status.text()
+    panel.segment_section.show_uncertainty_button.click()
+    layer = panel.viewer.layers[name]
+    assert layer.visible and layer.data.shape == labels.data.shape
+    assert float(layer.data.min()) >= 0.0 and float(layer.data.max()) <= 1.0
 
 
 def test_model_with_fewer_labels_than_the_layer_is_refused(panel, tiny_scan):

@@ -174,15 +174,27 @@ class LoopSession:
         """Write a prediction into the labels layer on unreviewed slices only.
 
         The reviewed set is read now (not when the prediction started), so slices the
-        user painted while it ran are kept. Returns the number of voxels changed.
+        user painted while it ran are kept. Runs of unreviewed slices are copied into the
+        layer's array in place (on the GUI thread, so no whole-volume temporary: a
+        ``np.where`` over the volume plus a new layer array took several times longer).
+        Returns the number of voxels changed.
         """
         layer = self.ensure_labels_layer()
-        ws = self.workspace
-        keep = ws.reviewed_mask()
-        current = self.labels_native()
-        new = np.where(keep, current, labels_native).astype(current.dtype, copy=False)
-        changed = int(np.count_nonzero(new != current))
-        layer.data = self.geometry.to_display(new).copy()
+        new = self.geometry.to_display(labels_native)
+        data = layer.data
+        if not (isinstance(data, np.ndarray) and data.flags.writeable):
+            data = np.array(data)
+        axis = self.review_display_axis
+        todo = sorted(set(range(data.shape[axis])) - set(self.reviewed_display()))
+        changed = 0
+        for lo, hi in _runs(todo):
+            block = tuple(slice(lo, hi) if a == axis else slice(None) for a in range(data.ndim))
+            changed += int(np.count_nonzero(data[block] != new[block]))
+            np.copyto(data[block], new[block], casting="unsafe")
+        if data is layer.data:
+            layer.refresh()
+        else:
+            layer.data = data
         self.dirty = True
         return changed
 
@@ -221,6 +233,17 @@ class LoopSession:
             return ws.folder / "models"
         root = self.recovery.folder if self.recovery is not None else Path.cwd()
         return root / "models"
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted indices → ``[(start, stop), ...]`` of consecutive runs."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def touched_slices(atom: Any, axis: int) -> set[int]:

@@ -1,7 +1,14 @@
-"""Run a long job (see `napari_unet.jobs`) off the GUI thread with progress and Cancel."""
+"""Run a long job (see `napari_unet.jobs`) off the GUI thread with progress and Cancel.
+
+Progress reaches the GUI at most every `REFRESH_S` seconds (the events in between are
+handed over together): a job yields many events per second, and each refresh repaints
+the window, which with napari's OpenGL canvas costs tens of milliseconds where OpenGL
+is rendered in software (measured with benchmarks/bench_gui_stall.py under Xvfb).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -12,19 +19,22 @@ from napari.utils.notifications import show_error, show_info
 from napari_unet.errors import InputError
 from napari_unet.jobs import Cancelled, Progress
 
+REFRESH_S = 0.25
+
 
 def start_job(
     job_factory: Callable[[], Generator[Progress, None, Any]],
     *,
     description: str,
     on_result: Callable[[Any], None],
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[list[Progress]], None] | None = None,
     on_finished: Callable[[], None] | None = None,
     on_error: Callable[[Exception], bool] | None = None,
 ):
     """Start ``job_factory()`` in a napari thread worker.
 
-    Progress events drive a napari progress bar (and ``on_progress``); the result goes
+    Progress events drive a napari progress bar (and ``on_progress``, which gets the
+    events since its last call, at most every `REFRESH_S` seconds); the result goes
     to ``on_result`` on the GUI thread; `InputError` and `Cancelled` become
     notifications (unless ``on_error`` returns True); other exceptions go to napari's
     error handler. Returns the worker
@@ -37,15 +47,29 @@ def start_job(
 
     worker = create_worker(generator, _start_thread=False)
 
-    def yielded(event: Progress) -> None:
+    pending: list[Progress] = []
+    last_refresh = [0.0]
+
+    def refresh() -> None:
+        if not pending:
+            return
+        event = pending[-1]
         if event.total and bar.total != event.total:
             bar.total = event.total
         bar.n = event.done
         if event.message:
             bar.set_description(f"{description}: {event.message}")
         bar.refresh()
+        events = pending.copy()
+        pending.clear()
+        last_refresh[0] = time.monotonic()
         if on_progress is not None:
-            on_progress(event)
+            on_progress(events)
+
+    def yielded(event: Progress) -> None:
+        pending.append(event)
+        if time.monotonic() - last_refresh[0] >= REFRESH_S:
+            refresh()
 
     def errored(exc: Exception) -> None:
         if on_error is not None and on_error(exc):
@@ -58,12 +82,18 @@ def start_job(
             raise exc
 
     def finished() -> None:
+        refresh()
         bar.close()
         if on_finished is not None:
             on_finished()
 
     worker.yielded.connect(yielded)
-    worker.returned.connect(on_result)
+
+    def returned(result: Any) -> None:
+        refresh()
+        on_result(result)
+
+    worker.returned.connect(returned)
     worker.errored.connect(errored)
     worker.finished.connect(finished)
     worker.start()

@@ -83,22 +83,20 @@ class FinetuneSection(QGroupBox):
                 stop=lambda: self._stop_requested,
             ))  # fmt: skip
 
-        def progress(event) -> None:
-            data = event.data
-            step = data.get("step", event.done)
-            self.plot.add("loss", step, data.get("loss"))
-            self.plot.add("val Dice", step, data.get("val_dice"))
-            self.status.setText(event.message or f"step {step}")
+        def progress(events) -> None:
+            for event in events:
+                step = event.data.get("step", event.done)
+                self.plot.add("loss", step, event.data.get("loss"))
+                self.plot.add("val Dice", step, event.data.get("val_dice"))
+            self.status.setText(events[-1].message or f"step {step}")
 
         def done(result) -> None:
-            path, digest, metrics = result
+            path, digest, metrics, loaded = result
             version = ModelVersion(str(path), digest, parent_hash, metrics=metrics)
             if metrics.get("drift"):
                 version.note = "flagged: worse on earlier slices"
             ws.add_model(version)
-            from napari_unet.models.files import load_model
-
-            session.model = load_model(path)
+            session.model = loaded
             session.changed.emit()
             self.status.setText(describe_result(digest, metrics, parent_dice))
             if repredict:
@@ -134,7 +132,7 @@ def finetune_job(model, image, labels, reviewed, slice_axis, out_folder, *, prev
 
     Slices the parent already learned from (``previous``) are replayed: trained on
     again and scored with parent and child, so a version that got worse on them is
-    flagged. Returns (path, hash, metrics).
+    flagged. Returns (path, hash, metrics, the new version loaded back from its file).
     """
     from napari_unet.training import TrainConfig, finetune_steps, save_version, sparse_volume
 
@@ -167,7 +165,9 @@ def finetune_job(model, image, labels, reviewed, slice_axis, out_folder, *, prev
     if result.drift:
         metrics["earlier_slices_dice"] = [result.drift.get("parent_dice"),
                                           result.drift.get("child_dice")]  # fmt: skip
-    return path, digest, metrics
+    from napari_unet.models.files import load_model
+
+    return path, digest, metrics, load_model(path)
 
 
 def describe_result(digest: str, metrics: dict, parent_dice: float | None) -> str:

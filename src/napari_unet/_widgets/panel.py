@@ -7,6 +7,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_unet._widgets._session import LoopSession
+from napari_unet._widgets._warmup import start_warm_up
 from napari_unet._widgets.export_section import ExportSection
 from napari_unet._widgets.finetune_section import FinetuneSection
 from napari_unet._widgets.model_section import ModelSection
@@ -20,6 +21,7 @@ class UNetPanel(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, *, recovery_root: str | None = None):
         super().__init__()
+        self.warmed_up = start_warm_up()
         self.viewer = napari_viewer
         self.session = LoopSession(napari_viewer, recovery_root=recovery_root)
         self.scan_label = QLabel("Open a scan (File > Open or the Scan dock).")

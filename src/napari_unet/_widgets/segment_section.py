@@ -33,6 +33,11 @@ class SegmentSection(QGroupBox):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.show_uncertainty_button = QPushButton("Show uncertainty")
+        self.show_uncertainty_button.setToolTip(
+            "Add the last prediction's per-voxel uncertainty (softmax entropy) as a layer"
+        )
+        self.show_uncertainty_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row = QHBoxLayout()
@@ -41,12 +46,14 @@ class SegmentSection(QGroupBox):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.show_uncertainty_button)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         self.run_button.clicked.connect(self._run_clicked)
         self.cancel_button.clicked.connect(self.cancel)
+        self.show_uncertainty_button.clicked.connect(self.show_uncertainty)
 
     def run(self, *, only_unreviewed: bool = True, on_done=None):
         """Predict (the unreviewed slices of a 2D model) and merge into the labels layer.
@@ -88,7 +95,7 @@ class SegmentSection(QGroupBox):
         def done(prediction) -> None:
             changed = session.merge_prediction(prediction.labels.array)
             if prediction.uncertainty is not None:
-                self._show_uncertainty(prediction.uncertainty.array)
+                self._keep_uncertainty(prediction.uncertainty.array)
             for message in prediction.messages:
                 show_info(message)
             self.status.setText(
@@ -103,13 +110,34 @@ class SegmentSection(QGroupBox):
                                 on_finished=lambda: self._busy(False))  # fmt: skip
         return self.worker
 
-    def _show_uncertainty(self, native: np.ndarray) -> None:
+    def _uncertainty_name(self) -> str:
+        return f"{self.session.image_layer.name} uncertainty"
+
+    def _keep_uncertainty(self, native: np.ndarray) -> None:
+        """Keep the uncertainty for "next slice to review"; refresh its layer if shown.
+
+        The layer is only made on request (`show_uncertainty`): adding a layer takes
+        napari a few hundred milliseconds on the GUI thread, too long to do unasked at
+        the end of every prediction.
+        """
         session = self.session
         session.last_uncertainty = native
-        data = session.geometry.to_display(native)
-        name = f"{session.image_layer.name} uncertainty"
+        self.show_uncertainty_button.setEnabled(True)
+        name = self._uncertainty_name()
+        if name in session.viewer.layers:
+            session.viewer.layers[name].data = session.geometry.to_display(native)
+
+    def show_uncertainty(self) -> None:
+        """Add (or bring back) the uncertainty layer of the last prediction."""
+        session = self.session
+        if session.last_uncertainty is None:
+            show_info("run a prediction with uncertainty first")
+            return
+        name = self._uncertainty_name()
+        data = session.geometry.to_display(session.last_uncertainty)
         if name in session.viewer.layers:
             session.viewer.layers[name].data = data
+            session.viewer.layers[name].visible = True
             return
         session.viewer.add_image(
             data,
@@ -120,7 +148,6 @@ class SegmentSection(QGroupBox):
             blending="additive",
             opacity=0.5,
             contrast_limits=(0.0, 1.0),
-            visible=False,
             units="mm",
         )
         session.viewer.layers.selection.active = session.labels_layer
