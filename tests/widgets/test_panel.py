@@ -138,3 +138,13 @@ def test_workspace_round_trip_and_crash_recovery(panel, tiny_scan, tmp_path, mon
         np.testing.assert_array_equal(panel2.session.labels_layer.data, expected)
     finally:
         viewer2.close()
+
+
+def test_the_dock_never_clips_the_sections(panel, tiny_scan, qtbot):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["white matter"], spatial_dims=2)
+    panel.viewer.window._qt_window.resize(900, 700)  # napari would like a narrow dock
+    qtbot.wait(50)
+    viewport = panel._scroll.viewport().width()
+    for section in (panel.model_section, panel.segment_section, panel.export_section):
+        assert section.minimumSizeHint().width() <= viewport, type(section).__name__

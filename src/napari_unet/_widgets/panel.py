@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import napari
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import QComboBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_unet._widgets._session import LoopSession
 from napari_unet._widgets._warmup import start_warm_up
@@ -42,8 +42,15 @@ class UNetPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        inner.setMinimumWidth(360)
         scroll.setWidget(inner)
+        for combo in inner.findChildren(QComboBox):  # long entries elide, not widen the dock
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
+        self._scroll, self._inner = scroll, inner
+        inner.installEventFilter(self)
+        self._fit_width()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
@@ -51,6 +58,16 @@ class UNetPanel(QWidget):
         self.session.changed.connect(self._refresh_scan)
         self.viewer.layers.events.inserted.connect(self._layer_added)
         self._layer_added()
+
+    def eventFilter(self, watched, event) -> bool:  # Qt override
+        if watched is self._inner and event.type() == QEvent.Type.LayoutRequest:
+            self._fit_width()
+        return super().eventFilter(watched, event)
+
+    def _fit_width(self) -> None:
+        """No horizontal scrolling: the dock may not get narrower than the sections."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(self._inner.minimumSizeHint().width() + bar + 4)
 
     def _layer_added(self, event=None) -> None:
         if self.session.image_layer is not None and self.session.image_layer in self.viewer.layers:
