@@ -148,3 +148,40 @@ def test_the_dock_never_clips_the_sections(panel, tiny_scan, qtbot):
     viewport = panel._scroll.viewport().width()
     for section in (panel.model_section, panel.segment_section, panel.export_section):
         assert section.minimumSizeHint().width() <= viewport, type(section).__name__
+
+
+def test_labels_layer_on_another_grid_is_refused_with_a_notification(panel, tiny_scan, monkeypatch):
+    from napari_unet._widgets import segment_section
+
+    errors = []
+    monkeypatch.setattr(segment_section, "show_error", errors.append)
+    image = _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    own = panel.session.labels_layer
+    viewer = panel.viewer
+    viewer.add_labels(np.zeros((5, 6, 7), np.uint8), name="small")
+    viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="shifted",
+                      scale=image.scale, translate=np.asarray(image.translate) + 5)  # fmt: skip
+    same = viewer.add_labels(np.zeros(image.data.shape, np.uint8), name="same",
+                             scale=image.scale, translate=image.translate)  # fmt: skip
+    combo = panel.segment_section.labels_combo
+    for name, problem in (("small", "shape (5, 6, 7)"), ("shifted", "position")):
+        combo.activated.emit(combo.findText(name))
+        assert f"labels layer '{name}' is on another grid" in errors[-1]
+        assert problem in errors[-1]
+        assert panel.session.labels_layer is own
+        assert combo.currentText() == own.name
+    combo.activated.emit(combo.findText("same"))
+    assert panel.session.labels_layer is same and len(errors) == 2
+
+
+def test_a_new_labels_layer_never_shares_memory_with_another(panel, tiny_scan):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    first = panel.session.labels_layer
+    combo = panel.segment_section.labels_combo
+    combo.activated.emit(combo.findText("(new layer)"))
+    second = panel.session.ensure_labels_layer()
+    assert second is not first
+    assert not np.shares_memory(first.data, second.data)
+    assert not np.shares_memory(first.data, panel.session.workspace.labels)

@@ -90,18 +90,29 @@ class LoopSession:
             ws.label_names,
             ws.label_colors,
         )
-        self.labels_layer = self.viewer.add_labels(data, **kwargs)
+        # its own C-ordered array: never a view of the workspace's (or another layer's)
+        self.labels_layer = self.viewer.add_labels(np.ascontiguousarray(data).copy(), **kwargs)
         self.labels_layer.events.paint.connect(self._on_paint)
         self.changed.emit()
         return self.labels_layer
 
     def use_labels_layer(self, layer) -> None:
         """Adopt an existing labels layer on the scan's grid (e.g. reopened from disk)."""
-        self.require_image()
+        image = self.require_image()
         if tuple(layer.data.shape) != self.geometry.display_shape:
             raise InputError(
-                f"labels layer {layer.name!r} has shape {tuple(layer.data.shape)}, not the "
-                f"scan's grid {self.geometry.display_shape}"
+                f"labels layer {layer.name!r} is on another grid: shape "
+                f"{tuple(layer.data.shape)}, the scan {image.name!r} has "
+                f"{self.geometry.display_shape}"
+            )
+        same_place = all(
+            np.allclose(getattr(layer, a), getattr(image, a), atol=1e-4)
+            for a in ("scale", "translate")
+        ) and np.allclose(layer.affine.affine_matrix, image.affine.affine_matrix, atol=1e-6)
+        if not same_place:
+            raise InputError(
+                f"labels layer {layer.name!r} is on another grid: its voxel size, position "
+                f"or orientation differs from the scan {image.name!r}"
             )
         self.labels_layer = layer
         layer.events.paint.connect(self._on_paint)

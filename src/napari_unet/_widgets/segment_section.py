@@ -18,6 +18,8 @@ from napari_unet._widgets._session import LoopSession
 from napari_unet._widgets._worker import start_job
 from napari_unet.errors import InputError
 
+NEW_LAYER = "(new layer)"
+
 
 class SegmentSection(QGroupBox):
     """Device choice, Run with progress and Cancel, optional uncertainty layer."""
@@ -38,8 +40,15 @@ class SegmentSection(QGroupBox):
             "Add the last prediction's per-voxel uncertainty (softmax entropy) as a layer"
         )
         self.show_uncertainty_button.setEnabled(False)
+        self.labels_combo = QComboBox()
+        self.labels_combo.setToolTip(
+            "The labels layer predictions go into and corrections are read from"
+        )
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        target = QHBoxLayout()
+        target.addWidget(QLabel("Labels"))
+        target.addWidget(self.labels_combo, 1)
         row = QHBoxLayout()
         for widget in (QLabel("Device"), self.device_combo, self.uncertainty_check):
             row.addWidget(widget)
@@ -48,12 +57,44 @@ class SegmentSection(QGroupBox):
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.show_uncertainty_button)
         layout = QVBoxLayout(self)
+        layout.addLayout(target)
         layout.addLayout(row)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         self.run_button.clicked.connect(self._run_clicked)
         self.cancel_button.clicked.connect(self.cancel)
         self.show_uncertainty_button.clicked.connect(self.show_uncertainty)
+        self.labels_combo.activated.connect(self._labels_chosen)
+        session.changed.connect(self.refresh_labels_choices)
+        layers = session.viewer.layers.events
+        for event in (layers.inserted, layers.removed):
+            event.connect(self.refresh_labels_choices)
+        self.refresh_labels_choices()
+
+    def refresh_labels_choices(self, event=None) -> None:
+        """List the viewer's labels layers; the loop's own one is selected."""
+        from napari.layers import Labels
+
+        names = [layer.name for layer in self.session.viewer.layers if isinstance(layer, Labels)]
+        current = self.session.labels_layer
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        self.labels_combo.addItems([NEW_LAYER, *names])
+        if current is not None and current.name in names:
+            self.labels_combo.setCurrentIndex(names.index(current.name) + 1)
+        self.labels_combo.blockSignals(False)
+
+    def _labels_chosen(self, index: int) -> None:
+        session = self.session
+        name = self.labels_combo.itemText(index)
+        try:
+            if name == NEW_LAYER:
+                session.labels_layer = None  # the next prediction makes one
+            else:
+                session.use_labels_layer(session.viewer.layers[name])
+        except InputError as e:
+            show_error(str(e))
+        self.refresh_labels_choices()
 
     def run(self, *, only_unreviewed: bool = True, on_done=None):
         """Predict (the unreviewed slices of a 2D model) and merge into the labels layer.
