@@ -185,3 +185,20 @@ def test_a_new_labels_layer_never_shares_memory_with_another(panel, tiny_scan):
     assert second is not first
     assert not np.shares_memory(first.data, second.data)
     assert not np.shares_memory(first.data, panel.session.workspace.labels)
+
+
+def test_stopping_a_fine_tune_keeps_the_best_model_so_far(panel, tiny_scan, qtbot):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    session = panel.session
+    session.labels_layer.paint((4, 18, 18), 1, refresh=True)
+    section = panel.finetune_section
+    section.start(seconds=120, repredict=False)
+    qtbot.waitUntil(lambda: len(section.plot.points["loss"]) >= 2, timeout=60000)
+    section.stop_button.click()
+    qtbot.waitUntil(lambda: section.start_button.isEnabled(), timeout=60000)
+    ws = session.workspace
+    assert len(ws.models) == 2 and ws.models[1].metrics["stopped"]
+    assert ws.models[1].metrics["seconds"] < 60
+    assert session.model.spec.labels == ["ball"]  # the stopped version is the one in use
+    assert "new version" in section.status.text()
