@@ -33,6 +33,9 @@ _thread: threading.Thread | None = None
 
 
 def _import_all() -> None:
+    from napari_unet._widgets import _gc_freeze
+
+    _gc_freeze.job_started()  # the imports make objects by the 100 000
     try:
         for name in MODULES:
             importlib.import_module(name)
@@ -42,6 +45,7 @@ def _import_all() -> None:
     except Exception:  # a failed warm-up only means a slower first job
         pass
     finally:
+        _gc_freeze.job_ended()
         _done.set()
 
 

@@ -16,6 +16,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 
+from napari_unet._widgets import _gc_freeze
 from napari_unet.errors import InputError
 from napari_unet.jobs import Cancelled, Progress
 
@@ -82,6 +83,7 @@ def start_job(
             raise exc
 
     def finished() -> None:
+        _gc_freeze.job_ended()
         refresh()
         bar.close()
         if on_finished is not None:
@@ -96,5 +98,6 @@ def start_job(
     worker.returned.connect(returned)
     worker.errored.connect(errored)
     worker.finished.connect(finished)
+    _gc_freeze.job_started()
     worker.start()
     return worker

@@ -21,7 +21,6 @@ class UNetPanel(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer, *, recovery_root: str | None = None):
         super().__init__()
-        self.warmed_up = start_warm_up()
         self.viewer = napari_viewer
         self.session = LoopSession(napari_viewer, recovery_root=recovery_root)
         self.scan_label = QLabel("Open a scan (File > Open or the Scan dock).")
@@ -58,6 +57,7 @@ class UNetPanel(QWidget):
         self.session.changed.connect(self._refresh_scan)
         self.viewer.layers.events.inserted.connect(self._layer_added)
         self._layer_added()
+        self.warmed_up = start_warm_up()  # after building: the GUI thread goes first
 
     def eventFilter(self, watched, event) -> bool:  # Qt override
         if watched is self._inner and event.type() == QEvent.Type.LayoutRequest:
