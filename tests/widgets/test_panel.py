@@ -119,7 +119,7 @@ def test_workspace_round_trip_and_crash_recovery(panel, tiny_scan, tmp_path, mon
     session.labels_layer.data[:] = 0
     session.labels_layer.paint((5, 20, 20), 1, refresh=True)
     panel.export_section.save_workspace(tmp_path / "ws")
-    assert panel.export_section.autosave()  # what a crash would leave behind
+    assert panel.export_section.autosave(wait=True)  # what a crash would leave behind
     expected = session.labels_layer.data.copy()
 
     # a new session on the same scan finds the autosave and restores it on "Yes"
@@ -202,3 +202,41 @@ def test_stopping_a_fine_tune_keeps_the_best_model_so_far(panel, tiny_scan, qtbo
     assert ws.models[1].metrics["seconds"] < 60
     assert session.model.spec.labels == ["ball"]  # the stopped version is the one in use
     assert "new version" in section.status.text()
+
+
+def test_autosave_writes_a_snapshot_in_the_background_and_reports_failures(
+    panel, tiny_scan, monkeypatch
+):
+    from napari_unet.workspace import Recovery
+
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    session, export = panel.session, panel.export_section
+    session.labels_layer.paint((5, 20, 20), 1, refresh=True)
+    before = session.labels_layer.data.copy()
+    real_write = Recovery.write
+    go = __import__("threading").Event()
+
+    def slow_write(self, labels, reviewed, axis):
+        go.wait(10)
+        real_write(self, labels, reviewed, axis)
+
+    monkeypatch.setattr(Recovery, "write", slow_write)
+    assert export.autosave()  # returns at once: the write waits in its thread
+    session.labels_layer.data[7] = 1  # the user paints on while it writes
+    go.set()
+    session.wait_for_autosave()
+    saved, reviewed, _ = session.recovery.load()
+    np.testing.assert_array_equal(session.geometry.to_display(saved), before)
+    axis = session.workspace.slice_axis
+    assert {int(session.geometry.to_display_index(axis, i)) for i in reviewed} == {5}
+
+    def failing_write(self, labels, reviewed, axis):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Recovery, "write", failing_write)
+    session.dirty = True
+    assert export.autosave(wait=True)
+    assert session.dirty  # nothing was saved: try again next time
+    export.autosave()
+    assert "autosave failed: No space left on device" in export.autosave_label.text()

@@ -7,6 +7,7 @@ events, merges predictions without touching reviewed slices, and autosaves.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_unet._layers import labels_layer_data, volume_from_layer
-from napari_unet.errors import InputError
+from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.io.display import METADATA_KEY, DisplayGeometry
 from napari_unet.workspace import Recovery, Workspace
 
@@ -42,6 +43,8 @@ class LoopSession:
         self.recovery: Recovery | None = None
         self.recovery_root = recovery_root
         self.dirty = False
+        self.autosave_error: Exception | None = None
+        self._autosave_thread: threading.Thread | None = None
 
     # --- image and labels -------------------------------------------------------------
     def attach_image(self, layer) -> None:
@@ -210,15 +213,40 @@ class LoopSession:
         return changed
 
     # --- autosave -----------------------------------------------------------------------
-    def autosave(self) -> bool:
-        """Write the recovery file if anything changed since the last one."""
-        if not self.dirty or self.recovery is None or self.labels_layer is None:
+    def autosave(self, *, wait: bool = False) -> bool:
+        """Write the recovery file if anything changed since the last one.
+
+        The labels are copied here (a memcpy; painting may go on) and written by a
+        background thread: on the GUI thread the write froze the window for up to
+        0.7 s while a fine-tune kept both cores busy (benchmarks/bench_gui_stall.py).
+        Returns whether a write was started; a failure is kept in `autosave_error`
+        (and the labels stay dirty). ``wait`` joins the write.
+        """
+        busy = self._autosave_thread is not None and self._autosave_thread.is_alive()
+        if busy or not self.dirty or self.recovery is None or self.labels_layer is None:
             return False
-        self.recovery.write(
-            self.labels_native(), self.workspace.reviewed, self.workspace.slice_axis
-        )
+        snapshot = np.array(self.labels_layer.data)
+        geometry, recovery = self.geometry, self.recovery
+        reviewed, axis = set(self.workspace.reviewed), self.workspace.slice_axis
         self.dirty = False
+
+        def write() -> None:
+            try:
+                native = np.ascontiguousarray(geometry.to_native(snapshot))
+                recovery.write(native, reviewed, axis)
+            except (OSError, NapariUnetError) as e:
+                self.autosave_error = e
+                self.dirty = True
+
+        self._autosave_thread = threading.Thread(target=write, name="napari-unet autosave")
+        self._autosave_thread.start()
+        if wait:
+            self.wait_for_autosave()
         return True
+
+    def wait_for_autosave(self) -> None:
+        if self._autosave_thread is not None:
+            self._autosave_thread.join()
 
     def pending_recovery(self) -> Any:
         return None if self.recovery is None else self.recovery.load()

@@ -52,18 +52,19 @@ def start_job(
     last_refresh = [0.0]
 
     def refresh() -> None:
-        if not pending:
+        # take the events first: updating the bar can run the event loop and re-enter
+        events = pending.copy()
+        pending.clear()
+        if not events:
             return
-        event = pending[-1]
+        last_refresh[0] = time.monotonic()
+        event = events[-1]
         if event.total and bar.total != event.total:
             bar.total = event.total
         bar.n = event.done
         if event.message:
             bar.set_description(f"{description}: {event.message}")
         bar.refresh()
-        events = pending.copy()
-        pending.clear()
-        last_refresh[0] = time.monotonic()
         if on_progress is not None:
             on_progress(events)
 

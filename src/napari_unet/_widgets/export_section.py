@@ -93,13 +93,19 @@ class ExportSection(QGroupBox):
         session.changed.emit()
         session.reviewed_changed.emit()
 
-    def autosave(self) -> bool:
+    def autosave(self, *, wait: bool = False) -> bool:
+        """Start writing the recovery file (in a thread) if the labels changed; report
+        the previous write's failure, if any. Returns whether a write started."""
+        session = self.session
+        error, session.autosave_error = session.autosave_error, None
+        if error is not None:
+            self.autosave_label.setText(f"autosave failed: {error}")
         try:
-            wrote = self.session.autosave()
+            wrote = session.autosave(wait=wait)
         except (OSError, NapariUnetError) as e:
             self.autosave_label.setText(f"autosave failed: {e}")
             return False
-        if wrote:
+        if wrote and error is None:
             self.autosave_label.setText("autosave: saved")
         return wrote
 
