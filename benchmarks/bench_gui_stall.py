@@ -6,7 +6,7 @@ Target (issue 5): ≤ 100 ms. Run under Xvfb:
 
     QT_QPA_PLATFORM=xcb xvfb-run -a python benchmarks/bench_gui_stall.py [--sample mr_brain]
 
-Writes benchmarks/results/gui_stall_cpu.json (machine, versions, per-job figures).
+Writes benchmarks/results/gui_stall_cpu_<sample>.json (machine, versions, per-job figures).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> dict:
         "jobs": results,
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "gui_stall_cpu.json"
+    out = RESULTS / f"gui_stall_cpu_{args.sample}.json"
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     viewer.close()

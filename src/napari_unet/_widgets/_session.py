@@ -184,17 +184,20 @@ class LoopSession:
         return int(self.geometry.to_display_index(ws.slice_axis, best))
 
     # --- predictions ----------------------------------------------------------------------
-    def merge_prediction(self, labels_native: np.ndarray) -> int:
+    def merge_prediction(
+        self, labels_native: np.ndarray | None = None, *, display: np.ndarray | None = None
+    ) -> int:
         """Write a prediction into the labels layer on unreviewed slices only.
 
         The reviewed set is read now (not when the prediction started), so slices the
         user painted while it ran are kept. Runs of unreviewed slices are copied into the
         layer's array in place (on the GUI thread, so no whole-volume temporary: a
         ``np.where`` over the volume plus a new layer array took several times longer).
-        Returns the number of voxels changed.
+        Give the prediction on the scan's grid (``labels_native``) or already in display
+        order (``display``, cheaper here). Returns the number of voxels changed.
         """
         layer = self.ensure_labels_layer()
-        new = self.geometry.to_display(labels_native)
+        new = display if display is not None else self.geometry.to_display(labels_native)
         data = layer.data
         if not (isinstance(data, np.ndarray) and data.flags.writeable):
             data = np.array(data)

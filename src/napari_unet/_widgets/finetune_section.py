@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QGroupBox,
@@ -65,7 +66,10 @@ class FinetuneSection(QGroupBox):
         ws = session.workspace
         if not ws.reviewed:
             raise InputError("no reviewed slices yet: paint on a slice or accept it (step 3)")
-        labels = session.labels_native().copy()  # a snapshot: painting may go on meanwhile
+        # a snapshot (painting may go on meanwhile): a plain copy here on the GUI thread,
+        # reoriented to the scan's grid in the worker
+        display = np.array(session.labels_layer.data)
+        geometry = session.geometry
         reviewed = sorted(ws.reviewed)
         budget = float(seconds if seconds is not None else self.seconds_spin.value())
         model, parent_hash = session.model, ws.current
@@ -77,7 +81,8 @@ class FinetuneSection(QGroupBox):
 
         def job():
             return (yield from finetune_job(
-                model, ws.image, labels, reviewed, ws.slice_axis, out_folder,
+                model, ws.image, np.ascontiguousarray(geometry.to_native(display)),
+                reviewed, ws.slice_axis, out_folder,
                 previous=previous, seconds=budget, steps=steps,
                 device=self.segment.device_combo.currentText(),
                 stop=lambda: self._stop_requested,

@@ -126,15 +126,21 @@ class SegmentSection(QGroupBox):
         device = self.device_combo.currentText()
         uncertainty = self.uncertainty_check.isChecked()
 
+        geometry = session.geometry
+
         def job():
-            return (yield from predict_steps(
+            prediction = yield from predict_steps(
                 model, None, ws.image, device=device, slices=slices,
                 slice_axis=ws.slice_axis if model.spec.spatial_dims == 2 else None,
                 uncertainty=uncertainty,
-            ))  # fmt: skip
+            )  # fmt: skip
+            # reoriented here, in the worker: the GUI thread only copies whole slices
+            display = np.ascontiguousarray(geometry.to_display(prediction.labels.array))
+            return prediction, display
 
-        def done(prediction) -> None:
-            changed = session.merge_prediction(prediction.labels.array)
+        def done(result) -> None:
+            prediction, display = result
+            changed = session.merge_prediction(display=display)
             if prediction.uncertainty is not None:
                 self._keep_uncertainty(prediction.uncertainty.array)
             for message in prediction.messages:
