@@ -59,7 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="only the small cases (~1 min on 2 cores)"
     )
     bench.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    bench.add_argument("--steps", type=int, default=100, help="training steps of the test network")
+    bench.add_argument(
+        "--retrain", action="store_true", help="train the cached benchmark networks again"
+    )
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--out", help="also write the JSON result to this file")
     bench.set_defaults(func=cmd_bench)
@@ -194,12 +196,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise InputError("bench --device cuda: no CUDA GPU is available")
-    try:
-        import psutil  # noqa: F401
-    except ModuleNotFoundError:
-        raise InputError("bench needs psutil to measure memory: pip install psutil") from None
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    result = run_benchmark(quick=args.quick, device=args.device, steps=args.steps, log=log)
+    result = run_benchmark(quick=args.quick, device=args.device, retrain=args.retrain, log=log)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
