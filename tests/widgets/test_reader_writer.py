@@ -148,3 +148,37 @@ def test_dicom_folder_with_a_missing_slice_is_a_notification(
     viewer = make_napari_viewer()
     assert _open(viewer, tmp_path / "gap") == []
     assert shown and "missing" in shown[0] and "gap" in shown[0]
+
+
+def test_cancelling_a_dicom_load_adds_nothing_and_frees_the_buttons(
+    make_napari_viewer, tmp_path, qtbot, monkeypatch
+):
+    import time
+
+    from napari_unet._widgets.data_widget import DataWidget
+    from napari_unet.io import dicom
+    from napari_unet.jobs import Progress
+    from tests.io.dicom_factory import ramp_kji, write_series
+
+    folder = tmp_path / "series"
+    write_series(folder, ramp_kji((4, 6, 6)))  # would open fine if not cancelled
+    real = dicom.load_dicom_steps
+
+    def slow_steps(path, series_uid=None):  # a big series: one step per file
+        for i in range(200):
+            time.sleep(0.02)
+            yield Progress(i + 1, 200, "reading")
+        return (yield from real(path, series_uid=series_uid))
+
+    monkeypatch.setattr(dicom, "load_dicom_steps", slow_steps)
+    viewer = make_napari_viewer()
+    widget = DataWidget(viewer)
+    worker = widget.open_path(str(folder))
+    qtbot.waitUntil(widget.cancel_button.isEnabled, timeout=5000)
+    qtbot.wait(100)
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=1000)  # not the 4 s to the end
+    qtbot.waitUntil(widget.open_file_button.isEnabled, timeout=1000)
+    qtbot.wait(200)
+    assert len(viewer.layers) == 0
+    assert not widget.cancel_button.isEnabled()
