@@ -15,6 +15,7 @@ from typing import Any
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 
 from napari_unet._widgets import _gc_freeze
 from napari_unet.errors import InputError
@@ -68,10 +69,20 @@ def start_job(
         if on_progress is not None:
             on_progress(events)
 
+    flush_scheduled = [False]
+
+    def flush() -> None:
+        flush_scheduled[0] = False
+        refresh()
+
     def yielded(event: Progress) -> None:
         pending.append(event)
-        if time.monotonic() - last_refresh[0] >= REFRESH_S:
+        wait_s = REFRESH_S - (time.monotonic() - last_refresh[0])
+        if wait_s <= 0:
             refresh()
+        elif not flush_scheduled[0]:  # shown within REFRESH_S even if the job goes quiet
+            flush_scheduled[0] = True
+            QTimer.singleShot(int(wait_s * 1000) + 1, flush)
 
     def errored(exc: Exception) -> None:
         if on_error is not None and on_error(exc):

@@ -1,4 +1,4 @@
-"""Jobs keep the cyclic collector off older objects, and hand them back afterwards."""
+"""Jobs in thread workers: progress batching, and the cyclic collector kept off older objects."""
 
 from __future__ import annotations
 
@@ -50,3 +50,29 @@ def test_a_job_in_the_panel_thaws_when_it_ends(make_napari_viewer, qtbot) -> Non
     qtbot.waitUntil(lambda: results == [42], timeout=10000)
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10000)
     assert seen[0] > 0 and gc.get_freeze_count() == 0
+
+
+def test_progress_is_batched_and_the_last_event_always_arrives(make_napari_viewer, qtbot):
+    import time
+
+    from napari_unet._widgets._worker import start_job
+    from napari_unet.jobs import Progress
+
+    make_napari_viewer()
+    calls: list[list[int]] = []
+
+    def job():
+        for i in range(1, 41):  # 40 events in ~0.4 s, then a 2 s quiet step
+            time.sleep(0.01)
+            yield Progress(i, 41, "")
+        time.sleep(2.0)
+        yield Progress(41, 41, "")
+        return "done"
+
+    results = []
+    start_job(job, description="test", on_result=results.append,
+              on_progress=lambda events: calls.append([e.done for e in events]))  # fmt: skip
+    qtbot.waitUntil(lambda: bool(calls) and calls[-1][-1] == 40, timeout=1500)  # before 2 s
+    qtbot.waitUntil(lambda: results == ["done"], timeout=10000)
+    assert [d for batch in calls for d in batch] == list(range(1, 42))  # none lost
+    assert len(calls) <= 6  # at most ~4 refreshes a second
