@@ -184,20 +184,17 @@ class LoopSession:
         return int(self.geometry.to_display_index(ws.slice_axis, best))
 
     # --- predictions ----------------------------------------------------------------------
-    def merge_prediction(
-        self, labels_native: np.ndarray | None = None, *, display: np.ndarray | None = None
-    ) -> int:
+    def merge_prediction(self, display: np.ndarray) -> int:
         """Write a prediction into the labels layer on unreviewed slices only.
 
         The reviewed set is read now (not when the prediction started), so slices the
         user painted while it ran are kept. Runs of unreviewed slices are copied into the
         layer's array in place (on the GUI thread, so no whole-volume temporary: a
         ``np.where`` over the volume plus a new layer array took several times longer).
-        Give the prediction on the scan's grid (``labels_native``) or already in display
-        order (``display``, cheaper here). Returns the number of voxels changed.
+        ``display`` is the prediction in the layer's (display) order, reoriented by the
+        caller off the GUI thread. Returns the number of voxels changed.
         """
         layer = self.ensure_labels_layer()
-        new = display if display is not None else self.geometry.to_display(labels_native)
         data = layer.data
         if not (isinstance(data, np.ndarray) and data.flags.writeable):
             data = np.array(data)
@@ -206,8 +203,8 @@ class LoopSession:
         changed = 0
         for lo, hi in _runs(todo):
             block = tuple(slice(lo, hi) if a == axis else slice(None) for a in range(data.ndim))
-            changed += int(np.count_nonzero(data[block] != new[block]))
-            np.copyto(data[block], new[block], casting="unsafe")
+            changed += int(np.count_nonzero(data[block] != display[block]))
+            np.copyto(data[block], display[block], casting="unsafe")
         if data is layer.data:
             layer.refresh()
         else:

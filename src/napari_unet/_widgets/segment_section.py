@@ -140,7 +140,7 @@ class SegmentSection(QGroupBox):
 
         def done(result) -> None:
             prediction, display = result
-            changed = session.merge_prediction(display=display)
+            changed = session.merge_prediction(display)
             if prediction.uncertainty is not None:
                 self._keep_uncertainty(prediction.uncertainty.array)
             for message in prediction.messages:
