@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 from napari_unet.errors import InputError
 from napari_unet.io.nifti import load_nifti, save_nifti
 from napari_unet.io.volume import Volume
+from napari_unet.outputs import atomic_output
 
 WORKSPACE_FORMAT = 1
 WORKSPACE_FILE = "workspace.json"
@@ -84,6 +84,8 @@ class Workspace:
         self.label_names = list(label_names or [])
         self.label_colors = list(label_colors or [])
         self.slice_axis = image.through_plane_axis if slice_axis is None else int(slice_axis)
+        if self.slice_axis not in (0, 1, 2):
+            raise InputError(f"slice axis must be 0, 1 or 2, got {slice_axis!r}")
         self.reviewed: set[int] = set()
         self.models: list[ModelVersion] = []
         self.current: str | None = None
@@ -144,6 +146,7 @@ class Workspace:
         target = Path(folder) if folder is not None else self.folder
         if target is None:
             raise InputError("choose a folder to save the workspace in")
+        self._check_target(target)
         target.mkdir(parents=True, exist_ok=True)
         (target / "models").mkdir(exist_ok=True)
         if not (target / "image.nii.gz").exists():
@@ -153,10 +156,36 @@ class Workspace:
         self.folder = target
         return target
 
+    def _check_target(self, target: Path) -> None:
+        """Refuse a folder that holds someone else's files or another scan's workspace."""
+        if target.exists() and not target.is_dir():
+            raise InputError(f"{target}: is a file, not a folder for a workspace")
+        if not target.is_dir() or not any(target.iterdir()):
+            return
+        state_file = target / WORKSPACE_FILE
+        if not state_file.is_file():
+            raise InputError(
+                f"{target}: folder is not empty and is not a napari-unet workspace; "
+                "choose an empty or new folder (nothing in it was changed)"
+            )
+        if self.folder is not None and _same_folder(target, self.folder):
+            return
+        try:
+            other = json.loads(state_file.read_text())
+            same_scan = other.get("scan_key") == recovery_key(self.image)
+        except (OSError, ValueError, AttributeError):
+            same_scan = False
+        if not same_scan:
+            raise InputError(
+                f"{target}: holds the workspace of another scan; choose another folder "
+                "(nothing in it was changed)"
+            )
+
     def _state(self) -> dict[str, Any]:
         return {
             "format": WORKSPACE_FORMAT,
             "image_source": self.image.source,
+            "scan_key": recovery_key(self.image),
             "modality": self.image.modality,
             "label_names": self.label_names,
             "label_colors": self.label_colors,
@@ -180,38 +209,48 @@ class Workspace:
             raise InputError(f"{folder}: not a napari-unet workspace (no {WORKSPACE_FILE})")
         try:
             state = json.loads(state_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{state_file}: unreadable workspace file ({e})") from e
-        if int(state.get("format", 0)) > WORKSPACE_FORMAT:
+        if not isinstance(state, dict):
+            raise InputError(f"{state_file}: damaged workspace file (not a JSON object)")
+        try:
+            version = int(state.get("format", 0))
+        except (TypeError, ValueError):
+            raise InputError(f"{state_file}: damaged workspace file (bad format)") from None
+        if version > WORKSPACE_FORMAT:
             raise InputError(
-                f"{state_file}: made by a newer napari-unet (format {state['format']}); update"
+                f"{state_file}: made by a newer napari-unet (format {version}); update"
             )
         image = load_nifti(folder / "image.nii.gz", modality=state.get("modality"))
         image.source = state.get("image_source") or image.source
         labels = load_nifti(folder / "labels.nii.gz").array
-        workspace = cls(
-            image,
-            np.asarray(labels),
-            label_names=state.get("label_names"),
-            label_colors=state.get("label_colors"),
-            slice_axis=state.get("slice_axis"),
-            folder=folder,
-        )
-        workspace.reviewed = {int(i) for i in state.get("reviewed", [])}
-        workspace.models = [ModelVersion(**v) for v in state.get("models", [])]
+        try:
+            workspace = cls(
+                image,
+                np.asarray(labels),
+                label_names=state.get("label_names"),
+                label_colors=state.get("label_colors"),
+                slice_axis=state.get("slice_axis"),
+                folder=folder,
+            )
+            workspace.reviewed = {int(i) for i in state.get("reviewed", [])}
+            workspace.models = [ModelVersion(**v) for v in state.get("models", [])]
+        except (TypeError, ValueError) as e:  # InputError is a ValueError too
+            raise InputError(f"{state_file}: damaged workspace file ({e})") from None
         workspace.current = state.get("current")
         return workspace
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 # --- crash recovery ------------------------------------------------------------------------
@@ -245,14 +284,8 @@ class Recovery:
 
     def write(self, labels: np.ndarray, reviewed, slice_axis: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".labels.", suffix=".npy", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.asarray(labels))
-            os.replace(tmp, self.folder / "labels.npy")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(self.folder / "labels.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(labels))
         state = {
             "image_source": self.image_source,
             "saved": time.time(),
