@@ -146,7 +146,7 @@ class Workspace:
         target = Path(folder) if folder is not None else self.folder
         if target is None:
             raise InputError("choose a folder to save the workspace in")
-        self._check_target(target)
+        self.check_target(target)
         target.mkdir(parents=True, exist_ok=True)
         (target / "models").mkdir(exist_ok=True)
         if not (target / "image.nii.gz").exists():
@@ -156,7 +156,7 @@ class Workspace:
         self.folder = target
         return target
 
-    def _check_target(self, target: Path) -> None:
+    def check_target(self, target: Path) -> None:
         """Refuse a folder that holds someone else's files or another scan's workspace."""
         if target.exists() and not target.is_dir():
             raise InputError(f"{target}: is a file, not a folder for a workspace")

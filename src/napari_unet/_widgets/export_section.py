@@ -12,8 +12,14 @@ from qtpy.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QLabel, QMessage
 from napari_unet._layers import image_layer_data
 from napari_unet._widgets._session import LoopSession
 from napari_unet.errors import InputError, NapariUnetError
+from napari_unet.outputs import atomic_output, check_output
 
 AUTOSAVE_MS = 5000
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    with atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 class ExportSection(QGroupBox):
@@ -48,6 +54,8 @@ class ExportSection(QGroupBox):
         layer = self.session.labels_layer
         if layer is None or layer not in self.session.viewer.layers:
             raise InputError("there is no segmentation to save yet")
+        # The file dialog has asked before replacing a file; the scan itself never is.
+        check_output(path, overwrite=True, inputs=[self._scan_source()])
         layer.save(str(path), plugin="napari-unet")
         show_info(f"labels saved to {path} in the scan's geometry")
         return Path(path)
@@ -56,7 +64,8 @@ class ExportSection(QGroupBox):
         source = self.session.workspace.model_path() if self.session.workspace else None
         if source is None or not source.exists():
             raise InputError("there is no model to save yet")
-        shutil.copyfile(source, path)
+        check_output(path, overwrite=True, inputs=[source, self._scan_source()])
+        _copy_atomic(source, Path(path))
         return Path(path)
 
     def save_workspace(self, folder: str | Path) -> Path:
@@ -64,6 +73,7 @@ class ExportSection(QGroupBox):
         ws = session.workspace
         if ws is None:
             raise InputError("open a scan first")
+        ws.check_target(Path(folder))  # before anything is written into it
         if session.labels_layer is not None:
             ws.labels = session.labels_native().copy()
         models = Path(folder) / "models"
@@ -71,7 +81,7 @@ class ExportSection(QGroupBox):
         for version in ws.models:  # bring model files into the workspace
             source = ws.model_path(version.hash)
             if source is not None and source.exists() and source.parent != models:
-                shutil.copyfile(source, models / source.name)
+                _copy_atomic(source, models / source.name)
                 version.file = source.name
         ws.save(folder)
         show_info(f"workspace saved to {folder}")
@@ -124,6 +134,10 @@ class ExportSection(QGroupBox):
         if answer == QMessageBox.StandardButton.Yes:
             return self.session.restore_recovery()
         return False
+
+    def _scan_source(self) -> str | None:
+        ws = self.session.workspace
+        return ws.image.source if ws is not None else None
 
     # --- Qt slots ----------------------------------------------------------------------------
     def _mark_dirty(self) -> None:
