@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.training.loss import MaskedDiceCELoss, class_weights, dice_per_class
+from napari_unet.training.loss import MaskedDiceCELoss, class_weights
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -40,12 +40,3 @@ def test_class_weights_favour_rare_classes():
     assert w[0] < w[1] < w[2]
     assert np.isclose(np.dot(w, [900, 90, 10]) / 1000, 1.0)
     assert class_weights([10, 0])[1] == pytest.approx(class_weights([10, 0])[0] * 10)
-
-
-def test_dice_per_class():
-    p = np.array([0, 1, 1, 2, 0])
-    t = np.array([0, 1, 0, 2, 2])
-    assert dice_per_class(p, t, 3) == [pytest.approx(2 / 3), pytest.approx(2 / 3)]
-    assert dice_per_class(p, t, 4)[2] is None
-    m = np.array([1, 1, 0, 1, 0], bool)
-    assert dice_per_class(p, t, 3, m) == [1.0, 1.0]

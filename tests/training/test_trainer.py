@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.evaluation.metrics import dice_per_class
 from napari_unet.inference import predict_volume
 from napari_unet.jobs import run_job
 from napari_unet.training import TrainConfig, finetune, finetune_steps, sparse_volume
-from napari_unet.training.loss import dice_per_class
 from napari_unet.training.trainer import lr_factor
 
 from .conftest import blob_pair, tiny_spec

@@ -1,4 +1,5 @@
-"""Learning from corrections: sparse-label data, fine-tuning, lineage, simulated users.
+"""Learning from corrections: sparse-label data, fine-tuning, scoring and storing
+versions (`scoring`, `versions`), simulated users.
 
 Entry points (torch loads on first use of any of them):
 
@@ -25,12 +26,12 @@ _LAZY = {
     "finetune_steps": "napari_unet.training.trainer",
     "finetune": "napari_unet.training.trainer",
     "MaskedDiceCELoss": "napari_unet.training.loss",
-    "dice_per_class": "napari_unet.training.loss",
-    "DriftCheck": "napari_unet.training.lineage",
-    "check_drift": "napari_unet.training.lineage",
-    "lineage_for": "napari_unet.training.lineage",
-    "save_version": "napari_unet.training.lineage",
-    "version_history": "napari_unet.training.lineage",
+    "dice_per_class": "napari_unet.evaluation.metrics",
+    "DriftCheck": "napari_unet.training.scoring",
+    "check_drift": "napari_unet.training.scoring",
+    "lineage_for": "napari_unet.training.versions",
+    "save_version": "napari_unet.training.versions",
+    "version_history": "napari_unet.training.versions",
     "simulate_steps": "napari_unet.training.simulation",
     "simulate": "napari_unet.training.simulation",
     "SimulationResult": "napari_unet.training.simulation",

@@ -1,4 +1,4 @@
-"""Loss on sparse labels and Dice scores.
+"""Loss on sparse labels (the Dice score itself is `evaluation.metrics.dice_per_class`).
 
 `MaskedDiceCELoss` is soft Dice (MONAI ``MaskedDiceLoss``, softmax, foreground classes,
 computed over the whole batch) plus class-weighted cross-entropy, both restricted to the
@@ -104,41 +104,3 @@ def class_weights(counts: Sequence[int], *, power: float = 0.5, cap: float = 10.
     raw = np.minimum(raw, lo * cap)
     mean = float((raw * c).sum() / total) if c.sum() > 0 else 1.0
     return [float(v / mean) for v in raw]
-
-
-def dice_per_class(
-    pred: np.ndarray | torch.Tensor,
-    truth: np.ndarray | torch.Tensor,
-    n_classes: int,
-    mask: np.ndarray | torch.Tensor | None = None,
-) -> list[float | None]:
-    """Hard Dice of each foreground class over the voxels of ``mask``.
-
-    Args:
-        pred: predicted labels, any shape.
-        truth: true labels, same shape.
-        n_classes: classes including background.
-        mask: bool, same shape; None = all voxels.
-
-    Returns:
-        One value per class 1..n_classes-1; None where the class is absent from both.
-    """
-    p = torch.as_tensor(np.asarray(pred) if not isinstance(pred, torch.Tensor) else pred)
-    t = torch.as_tensor(np.asarray(truth) if not isinstance(truth, torch.Tensor) else truth)
-    if mask is not None:
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-        p, t = p[m.bool()], t[m.bool()]
-    p = p.reshape(-1).long()
-    t = t.reshape(-1).long()
-    out: list[float | None] = []
-    for c in range(1, n_classes):
-        pc, tc = p == c, t == c
-        denom = int(pc.sum()) + int(tc.sum())
-        out.append(None if denom == 0 else 2.0 * int((pc & tc).sum()) / denom)
-    return out
-
-
-def mean_dice(values: Sequence[float | None]) -> float | None:
-    """Mean over the classes that have a value (None when none has)."""
-    vals = [v for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None

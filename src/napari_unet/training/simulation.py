@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.io.volume import Volume
 from napari_unet.jobs import Job, Progress, never, run_job
 from napari_unet.models.spec import ModelSpec
 from napari_unet.training.data import check_same_grid, sparse_volume
-from napari_unet.training.loss import dice_per_class, mean_dice
 from napari_unet.training.trainer import (
     FinetuneResult,
     TrainConfig,

@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.jobs import Job, Progress, never
 from napari_unet.models.spec import ModelSpec
 from napari_unet.training.config import TrainConfig, cpu_threads, lr_factor
 from napari_unet.training.data import SparseVolume
-from napari_unet.training.loss import MaskedDiceCELoss, class_weights, dice_per_class, mean_dice
+from napari_unet.training.loss import MaskedDiceCELoss, class_weights
+from napari_unet.training.scoring import check_drift
 
 
 @dataclass
@@ -47,7 +49,7 @@ class FinetuneResult:
         data: `SparseVolume.describe` of each training volume (new, then replayed).
         config: the TrainConfig used.
         parent_hash: content hash of the parent model file, "" for a new model.
-        drift: `lineage.DriftCheck` as a dict (filled in when replayed data were given
+        drift: `scoring.DriftCheck` as a dict (filled in when replayed data were given
             and the run had a parent), else None.
     """
 
@@ -270,8 +272,6 @@ def _train(
         parent_hash=parent_hash,
     )
     if parent_net is not None and replay and not stopped:
-        from napari_unet.training.lineage import check_drift
-
         result.drift = check_drift(parent_net, net, spec, replay, device=cfg.device).to_dict()
     return result
 
