@@ -31,9 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_unet.evaluation.metrics import dice_per_class
+
 
 def best_threshold_dice(image: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """Best Dice of ``image >= t`` or ``image <= t`` against a binary truth, over all t."""
+    """Best Dice of ``image >= t`` or ``image <= t`` against a binary truth, over all t.
+
+    A sweep of Dice over every threshold at once from cumulative counts, not a Dice of two
+    label maps: `evaluation.metrics.dice_per_class` once per threshold would be O(N²).
+    """
     v = image.reshape(-1).astype(np.float64)
     t = truth.reshape(-1).astype(bool)
     order = np.argsort(v, kind="stable")
@@ -62,10 +68,7 @@ def multi_otsu_dice(image: np.ndarray, truth: np.ndarray, n_labels: int) -> list
     out = []
     for c in range(1, n_labels + 1):
         t = truth == c
-        dices = [
-            2 * (t & (bands == b)).sum() / (t.sum() + (bands == b).sum())
-            for b in range(len(th) + 1)
-        ]
+        dices = [dice_per_class(bands == b, t, 2)[0] or 0.0 for b in range(len(th) + 1)]
         out.append(float(max(dices)))
     return out
 

@@ -1,8 +1,10 @@
-"""One benchmark measurement in a fresh process: time and peak resident memory.
+"""The benchmark's timing harness: one measurement in a fresh process, time and peak
+resident memory.
 
-`measure` runs ``python -m napari_unet.inference.bench --worker METHOD …``, which calls
+`measure` runs ``python -m napari_unet.evaluation.bench --worker METHOD …``, which calls
 `worker`: load the weights and the volume, warm up, reset the kernel's peak-RSS mark,
-run the method once, report seconds and the peak above the pre-call RSS.
+run the method once, report seconds and the peak above the pre-call RSS. `machine`
+describes the computer for the results.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 
 def machine() -> dict[str, Any]:
+    """The CPU (model name, cores), torch threads, platform, Python and GPU, if any."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -62,9 +65,20 @@ def _reset_peak() -> bool:
 
 def worker(method: str, weights: str, volume: str, labels_out: str, device: str) -> dict:
     """One measurement in a fresh process: load the net and the volume, warm up, reset the
-    peak-RSS mark, run ``method`` ("ours" or "monai") once, timed; return seconds and the
-    peak resident memory (VmHWM; ``ru_maxrss`` where /proc is missing) above the pre-call
-    RSS."""
+    peak-RSS mark, run ``method`` once, timed.
+
+    Args:
+        method: "ours" (`predict_volume`) or "monai" (`sliding_window_inference`).
+        weights: the model file.
+        volume: a ``.npy`` file of the ``(i, j, k)`` volume in HU.
+        labels_out: where to save the label map (``.npy``).
+        device: torch device name.
+
+    Returns:
+        Seconds, sliding-window-only seconds (MONAI), RSS before the call and the peak
+        resident memory (VmHWM; ``ru_maxrss`` where /proc is missing), whether the peak
+        mark was reset, and our tiling info.
+    """
     import resource
 
     import torch
@@ -129,13 +143,28 @@ def worker(method: str, weights: str, volume: str, labels_out: str, device: str)
 
 
 def measure(method: str, weights: Path, volume: str, tmp: str, device: str) -> tuple:
+    """Run `worker` for ``method`` in a fresh Python process.
+
+    Args:
+        method: "ours" or "monai".
+        weights: the model file.
+        volume: a ``.npy`` file of the ``(i, j, k)`` volume in HU.
+        tmp: a folder for the worker's label map.
+        device: torch device name.
+
+    Returns:
+        (the worker's result dict, its label map ``(i, j, k)``).
+
+    Raises:
+        RuntimeError: the worker failed (its stderr's tail in the message).
+    """
     import subprocess
 
     out = os.path.join(tmp, f"{method}-labels.npy")
     cmd = [
         sys.executable,
         "-m",
-        "napari_unet.inference.bench",
+        "napari_unet.evaluation.bench",
         "--worker",
         method,
         "--weights",
