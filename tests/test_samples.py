@@ -1,9 +1,15 @@
-"""The shipped samples: real MR from nilearn's files, a seeded CT-like phantom."""
+"""The shipped samples: real MR from nilearn's files, a seeded CT-like phantom; and the
+files of ``sample_data/`` (scripts/make_sample_data.py)."""
 
 from __future__ import annotations
 
-import numpy as np
+import importlib.util
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from napari_unet.io.reader import load_volume
 from napari_unet.samples import load_sample
 
 
@@ -26,3 +32,85 @@ def test_ct_sample_is_reproducible_hu_with_three_organs():
     assert set(np.unique(a.labels.array)) == {0, 1, 2, 3}
     liver_hu = np.median(a.image.array[a.labels.array == 1])
     assert 40 < liver_hu < 80
+
+
+# ---- sample_data/: the files a user can open without the plugin --------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = REPO / "sample_data"
+SERIES = SAMPLE_DATA / "ct_abdomen_dicom"
+
+
+def _script():
+    """scripts/make_sample_data.py as a module."""
+    path = REPO / "scripts" / "make_sample_data.py"
+    spec = importlib.util.spec_from_file_location("make_sample_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sample_data_files_exist_and_stay_small():
+    files = [p for p in SAMPLE_DATA.rglob("*") if p.is_file()]
+    names = {p.relative_to(SAMPLE_DATA).as_posix() for p in files}
+    assert {"README.md", "ct_abdomen.nii.gz", "ct_abdomen_labels.nii.gz"} <= names
+    assert sorted(p.name for p in SERIES.iterdir()) == [f"IM{k:04d}.dcm" for k in range(1, 17)]
+    assert sum(p.stat().st_size for p in files) < 5 * 2**20
+
+
+def test_sample_nifti_is_the_package_phantom_with_the_documented_geometry():
+    image = load_volume(SAMPLE_DATA / "ct_abdomen.nii.gz")
+    labels = load_volume(SAMPLE_DATA / "ct_abdomen_labels.nii.gz")
+    phantom = load_sample("ct_abdomen")
+    for vol, ref in ((image, phantom.image), (labels, phantom.labels)):
+        assert vol.shape == (192, 144, 48) and vol.orientation == "LPS"
+        np.testing.assert_allclose(vol.spacing, (1.6, 1.6, 3.0), rtol=1e-6)
+        np.testing.assert_allclose(vol.affine, ref.affine, atol=1e-5)
+        np.testing.assert_array_equal(vol.array, ref.array)
+    assert image.array.dtype == np.int16 and image.modality == "CT"
+    assert labels.array.dtype == np.uint8 and set(np.unique(labels.array)) == {0, 1, 2, 3}
+
+
+def test_sample_dicom_series_agrees_with_the_nifti_where_it_should():
+    nifti = load_volume(SAMPLE_DATA / "ct_abdomen.nii.gz")
+    dicom = load_volume(SERIES)
+    assert dicom.shape == (96, 72, 16) and dicom.modality == "CT"
+    assert dicom.orientation == nifti.orientation == "LPS"
+    np.testing.assert_allclose(dicom.spacing, (3.2, 3.2, 3.0), rtol=1e-6)
+    # voxel (i, j, k) of the series is voxel (2i, 2j, 16 + k) of the NIfTI: same point, same HU
+    np.testing.assert_array_equal(dicom.array, nifti.array[::2, ::2, 16:32])
+    ijk = np.array([[0, 0, 0, 1], [95, 71, 15, 1], [10, 20, 5, 1]], float).T
+    in_nifti = np.diag([2.0, 2.0, 1.0, 1.0]) @ ijk + np.array([[0], [0], [16], [0]])
+    np.testing.assert_allclose(dicom.affine @ ijk, nifti.affine @ in_nifti, atol=1e-4)
+
+
+def test_sample_dicom_series_is_a_proper_ct_series():
+    import pydicom
+
+    files = [pydicom.dcmread(p) for p in sorted(SERIES.iterdir())]
+    ct_image_storage = "1.2.840.10008.5.1.4.1.1.2"
+    assert {ds.SOPClassUID for ds in files} == {ct_image_storage}
+    assert {ds.file_meta.MediaStorageSOPClassUID for ds in files} == {ct_image_storage}
+    assert len({ds.SOPInstanceUID for ds in files}) == 16
+    for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        assert len({getattr(ds, key) for ds in files}) == 1
+    for k, ds in enumerate(files):
+        assert ds.Modality == "CT" and ds.InstanceNumber == k + 1
+        assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+        assert [float(v) for v in ds.PixelSpacing] == [3.2, 3.2]
+        assert float(ds.ImagePositionPatient[2]) == pytest.approx(-22.5 + 3.0 * k)
+        assert (float(ds.RescaleIntercept), float(ds.RescaleSlope)) == (-1024.0, 1.0)
+        assert ds.PixelRepresentation == 0 and ds.BitsStored == 12
+
+
+def test_make_sample_data_regenerates_the_committed_files(tmp_path):
+    import pydicom
+
+    _script().make_sample_data(tmp_path)
+    for name in ("ct_abdomen.nii.gz", "ct_abdomen_labels.nii.gz"):
+        new, old = load_volume(tmp_path / name), load_volume(SAMPLE_DATA / name)
+        np.testing.assert_array_equal(new.array, old.array)
+        np.testing.assert_array_equal(new.affine, old.affine)
+    for old in sorted(SERIES.iterdir()):
+        new = tmp_path / "ct_abdomen_dicom" / old.name
+        assert pydicom.dcmread(new) == pydicom.dcmread(old), old.name
