@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import struct
 
 import nibabel as nib
 import numpy as np
@@ -131,3 +133,105 @@ def test_written_files_get_ordinary_permissions(tmp_path, rng):
     shared.chmod(0o664)
     save_nifti(volume, shared)
     assert shared.stat().st_mode & 0o777 == 0o664
+
+
+# --- values exactly as stored (issue 11) ------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_and_inf_voxels_are_kept_exactly(tmp_path, rng, suffix, dtype):
+    array = rng.normal(-800, 300, (6, 5, 4)).astype(dtype)
+    array[0, 0, 0], array[1, 2, 3], array[5, 4, 3] = np.nan, np.inf, -np.inf
+    volume = load_nifti(write_nifti(tmp_path / f"f{suffix}", array, np.eye(4)))
+    assert volume.array.dtype == dtype
+    np.testing.assert_array_equal(volume.array, array)  # NaN where NaN was, ±Inf kept
+    assert volume.modality == "CT"  # the finite values decide, not NaN or -Inf
+
+
+def test_info_json_of_an_image_with_nan_still_reports_its_geometry(tmp_path, capsys):
+    from napari_unet.cli import main
+
+    array = np.zeros((4, 4, 3), np.float32)
+    array[0, 0, 0] = np.nan
+    path = write_nifti(tmp_path / "nan.nii.gz", array, np.diag([2.0, 2.0, 3.0, 1.0]))
+    capsys.readouterr()
+    assert main(["info", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # Python's json reads a bare NaN
+    assert summary["shape"] == [4, 4, 3]
+    assert summary["spacing"] == [2.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.float64]
+)
+def test_voxels_and_affine_equal_nibabels(tmp_path, rng, affine, suffix, dtype):
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    if info is None:
+        array = rng.normal(size=(7, 6, 5)).astype(dtype)
+    else:
+        array = rng.integers(max(info.min, -(2**40)), min(info.max, 2**40), (7, 6, 5), dtype=dtype)
+    img = nib.Nifti1Image(array, affine, dtype=array.dtype)
+    img.set_sform(affine, code=2)
+    path = tmp_path / f"v{suffix}"
+    nib.save(img, path)
+    volume = load_nifti(path)
+    expected = nib.load(path)
+    np.testing.assert_array_equal(volume.array, np.asanyarray(expected.dataobj))
+    assert volume.array.dtype == expected.get_data_dtype()
+    np.testing.assert_array_equal(volume.affine, expected.affine)
+
+
+def test_big_endian_files_load_in_native_byte_order(tmp_path, rng):
+    array = rng.integers(-1000, 3000, (5, 4, 3)).astype(np.int16)
+    img = nib.Nifti1Image(array, np.diag([0.5, 0.5, 2.0, 1.0]))
+    img.header.set_slope_inter(1.0, 0.0)
+    swapped = nib.Nifti1Image(array, img.affine, header=img.header.as_byteswapped(">"))
+    nib.save(swapped, tmp_path / "be.nii.gz")
+    assert nib.load(tmp_path / "be.nii.gz").header.endianness == ">"
+    volume = load_nifti(tmp_path / "be.nii.gz")
+    assert volume.array.dtype == np.int16 and volume.array.dtype.isnative
+    np.testing.assert_array_equal(volume.array, array)
+    np.testing.assert_array_equal(volume.affine, img.affine)
+
+
+def test_compression_is_recognised_by_content_and_multi_member_gzip_is_read(tmp_path, rng):
+    array = rng.normal(size=(5, 4, 3)).astype(np.float32)
+    raw = write_nifti(tmp_path / "plain.nii", array, np.eye(4)).read_bytes()
+    (tmp_path / "plain_named.nii.gz").write_bytes(raw)
+    (tmp_path / "gz_named.nii").write_bytes(gzip.compress(raw))
+    half = len(raw) // 2
+    (tmp_path / "members.nii.gz").write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
+    for name in ("plain_named.nii.gz", "gz_named.nii", "members.nii.gz"):
+        np.testing.assert_array_equal(load_nifti(tmp_path / name).array, array)
+
+
+def test_trailing_singleton_axes_and_nibabel_header_fixes_are_accepted(tmp_path, rng):
+    array = rng.normal(size=(4, 3, 2, 1, 1)).astype(np.float32)
+    path = write_nifti(tmp_path / "five.nii", array, np.diag([-2.0, 2.0, 2.0, 1.0]))
+    assert load_nifti(path).shape == (4, 3, 2)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<2f", data, 76, 0.0, -2.0)  # qfac 0 (common) and a signed voxel size
+    struct.pack_into("<h", data, 254, 0)  # no sform: the qform is used
+    (tmp_path / "fixed.nii").write_bytes(data)
+    volume = load_nifti(tmp_path / "fixed.nii")
+    np.testing.assert_array_equal(volume.affine, nib.load(tmp_path / "fixed.nii").affine)
+
+
+def test_header_extensions_are_kept(tmp_path, rng):
+    img = nib.Nifti1Image(rng.normal(size=(4, 3, 2)).astype(np.float32), np.eye(4))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"kept for later"))
+    nib.save(img, tmp_path / "ext.nii.gz")
+    volume = load_nifti(tmp_path / "ext.nii.gz")
+    np.testing.assert_array_equal(volume.array, img.get_fdata(dtype=np.float32))
+    save_nifti(volume, tmp_path / "again.nii.gz")
+    (ext,) = nib.load(tmp_path / "again.nii.gz").header.extensions
+    assert ext.get_content() == b"kept for later"
+
+
+def test_saving_leaves_no_temporary_file(tmp_path, rng):
+    volume = load_nifti(write_nifti(tmp_path / "a.nii", rng.normal(size=(3, 3, 3)), np.eye(4)))
+    save_nifti(volume, tmp_path / "b.nii.gz")
+    save_nifti(volume, tmp_path / "b.nii.gz")  # replaced in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii", "b.nii.gz"]
