@@ -126,13 +126,3 @@ def volume_from_layer(data: np.ndarray, metadata: dict[str, Any], *, what: str) 
     header = meta.get("nifti_header")
     metadata_out = {"nifti_header": header} if header is not None else {}
     return Volume(native, geometry.affine, meta.get("modality", "other"), metadata_out)
-
-
-def smallest_label_dtype(array: np.ndarray) -> np.dtype:
-    """The smallest unsigned dtype holding every label (signed if any label is negative)."""
-    if array.size == 0:
-        return np.dtype(np.uint8)
-    low, high = int(array.min()), int(array.max())
-    if low < 0:
-        return np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
-    return np.min_scalar_type(high)

@@ -141,12 +141,18 @@ class Workspace:
         self.current = version_hash
 
     # --- saving ------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike | None = None) -> Path:
-        """Write the workspace (atomically, file by file) and return its folder."""
+    def save(self, folder: str | os.PathLike | None = None, *, checked: bool = False) -> Path:
+        """Write the workspace (atomically, file by file) and return its folder.
+
+        Args:
+            folder: where to write (default: where it was saved or opened from).
+            checked: the caller already ran `check_target` on ``folder``.
+        """
         target = Path(folder) if folder is not None else self.folder
         if target is None:
             raise InputError("choose a folder to save the workspace in")
-        self.check_target(target)
+        if not checked:
+            self.check_target(target)
         target.mkdir(parents=True, exist_ok=True)
         (target / "models").mkdir(exist_ok=True)
         if not (target / "image.nii.gz").exists():

@@ -83,7 +83,7 @@ class ExportSection(QGroupBox):
             if source is not None and source.exists() and source.parent != models:
                 _copy_atomic(source, models / source.name)
                 version.file = source.name
-        ws.save(folder)
+        ws.save(folder, checked=True)
         show_info(f"workspace saved to {folder}")
         return Path(folder)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from napari_unet.errors import VolumeReadError
@@ -22,9 +24,16 @@ def load_volume(path: str | os.PathLike, *, series_uid: str | None = None) -> Vo
         MultipleSeriesError: a DICOM folder holds several series and none was chosen.
     """
     path = Path(path)
-    if not path.exists():
-        raise VolumeReadError(f"{path}: no such file or folder")
-    if path.is_file() and is_nifti_path(path):
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        reason = "no such file or folder" if e.errno == errno.ENOENT else e.strerror or str(e)
+        raise VolumeReadError(f"{path}: {reason}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise VolumeReadError(f"{path}: not a regular file or folder (a pipe, socket or device)")
+    if is_nifti_path(path):
+        if stat.S_ISDIR(mode):
+            raise VolumeReadError(f"{path}: is a folder, not a NIfTI file")
         return load_nifti(path)
     from napari_unet.io import dicom
 

@@ -93,7 +93,26 @@ class Volume:
             "frame": self.frame,
             "affine": [[float(v) for v in row] for row in self.affine],
             "through_plane_axis": self.through_plane_axis,
-            "value_range": [float(np.min(self.array)), float(np.max(self.array))]
-            if self.array.size
-            else None,
+            "value_range": _finite_range(self.array),
+            "nonfinite_voxels": int(self.array.size - np.count_nonzero(np.isfinite(self.array)))
+            if self.array.dtype.kind == "f"
+            else 0,
         }
+
+
+def smallest_label_dtype(array: np.ndarray) -> np.dtype:
+    """The smallest unsigned dtype holding every label (signed if any label is negative)."""
+    if array.size == 0:
+        return np.dtype(np.uint8)
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        return np.result_type(np.min_scalar_type(low), np.min_scalar_type(high))
+    return np.min_scalar_type(high)
+
+
+def _finite_range(array: np.ndarray) -> list[float] | None:
+    """[min, max] over the finite voxels (JSON has no NaN), None when there are none."""
+    if array.dtype.kind == "f":
+        finite = array[np.isfinite(array)]
+        return [float(finite.min()), float(finite.max())] if finite.size else None
+    return [float(array.min()), float(array.max())] if array.size else None

@@ -82,3 +82,77 @@ def recommended_spec(
             mode="ct", window=(-150.0, 250.0), output_range=(-4.0, 4.0)
         )
     return spec
+
+
+#: Neighbouring slices each side fed as channels to a 2D model, for every front end.
+CONTEXT_SLICES_2D = 1
+
+
+def guess_modality(array, declared: str = "other") -> str:
+    """CT or MR for the normalisation of a new model.
+
+    A DICOM (or otherwise declared) CT or MR is taken as it is. For the rest (NIfTI does
+    not say): values below -500 in the lowest percent (air at about -1000 HU) mean CT;
+    anything else gets the MR normalisation (percentiles + z-score), which suits any
+    non-HU scan — raw values measured Dice 0.81 instead of 0.96 on the MR sample.
+
+    Args:
+        array: the scan's voxels ``(i, j, k)`` (subsampled here).
+        declared: the modality the reader found ("CT", "MR" or "other").
+    """
+    import numpy as np
+
+    if declared in ("CT", "MR"):
+        return declared
+    sample = np.asarray(array[::4, ::4, ::2], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    return "CT" if sample.size and float(np.percentile(sample, 1)) < -500 else "MR"
+
+
+def make_spec(
+    labels: Sequence[str],
+    *,
+    modality: str,
+    arch: str = "recommended",
+    spatial_dims: int = 2,
+    context_slices: int | None = None,
+    patch_size: Sequence[int] | None = None,
+    target_spacing: Sequence[float] | None = None,
+) -> ModelSpec:
+    """The one spec factory of every front end (panel, ``new-model``, ``train``, simulate).
+
+    Args:
+        labels: foreground class names.
+        modality: "CT" or "MR" (see `guess_modality`); "other" gets no normalisation.
+        arch: "recommended" (`recommended_spec`) or a preset of `models.spec.ARCHS`.
+        spatial_dims: 2 or 3.
+        context_slices: 2D neighbours each side; None = `CONTEXT_SLICES_2D` (0 for 3D).
+        patch_size: training patch (voxels); None = the architecture's default.
+        target_spacing: mm per axis (presets only); None = the scan's own grid.
+
+    Raises:
+        ValueError: bad names, sizes or an unknown architecture (one sentence).
+    """
+    if not [n for n in labels if str(n).strip()]:
+        raise ValueError("give at least one label name (e.g. 'tumour')")
+    if context_slices is None:
+        context_slices = CONTEXT_SLICES_2D if spatial_dims == 2 else 0
+    if arch == "recommended":
+        if target_spacing:
+            raise ValueError("the recommended network works on the scan's own grid (no spacing)")
+        return recommended_spec(
+            labels,
+            modality=modality,
+            spatial_dims=spatial_dims,
+            context_slices=context_slices,
+            patch_size=tuple(patch_size) if patch_size else None,
+        )
+    return preset_spec(
+        arch,
+        spatial_dims=spatial_dims,
+        labels=list(labels),
+        modality=modality,
+        context_slices=context_slices if spatial_dims == 2 else 0,
+        patch_size=tuple(patch_size) if patch_size else None,
+        target_spacing=tuple(target_spacing) if target_spacing else None,
+    )
