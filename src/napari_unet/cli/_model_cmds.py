@@ -8,9 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from napari_unet.cli._common import (
+    BATCH_SIZE,
+    CONTEXT_SLICES,
+    MODEL_SUFFIXES,
+    NIFTI_SUFFIXES,
+    PATCH,
+    SEED,
+    SPACING,
+    label_names,
+    one_line,
+    prepare_output,
+    warn,
+)
 from napari_unet.errors import InputError
+from napari_unet.outputs import atomic_output, check_distinct
 
 ARCH_CHOICES = ("recommended", "unet", "resunet", "attention_unet", "classic_unet")
 
@@ -19,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new = subparsers.add_parser("new-model", help="create an untrained model file from a preset")
     new.add_argument("out", help="output .safetensors file")
     new.add_argument("--dims", type=int, choices=(2, 3), required=True, help="2D or 3D network")
-    new.add_argument("--labels", required=True, help="foreground class names, comma-separated")
+    new.add_argument(
+        "--labels",
+        type=label_names,
+        required=True,
+        help="foreground class names, comma-separated (1 to 255)",
+    )
     new.add_argument(
         "--arch",
         choices=ARCH_CHOICES,
@@ -32,14 +50,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     new.add_argument(
         "--context-slices",
-        type=int,
+        type=CONTEXT_SLICES,
         default=None,
         metavar="N",
-        help="2D only: neighbouring slices on each side fed as channels",
+        help="2D only: neighbouring slices on each side fed as channels (0 to 8)",
     )
-    new.add_argument("--patch", type=int, nargs="+", metavar="N", help="patch size (voxels)")
-    new.add_argument("--spacing", type=float, nargs=3, metavar="MM", help="target spacing (mm)")
-    new.add_argument("--seed", type=int, default=0, help="random initialisation seed")
+    new.add_argument(
+        "--patch", type=PATCH, nargs="+", metavar="N", help="patch size (voxels, 8 to 1024 each)"
+    )
+    new.add_argument(
+        "--spacing", type=SPACING, nargs=3, metavar="MM", help="target spacing (0.05 to 20 mm)"
+    )
+    new.add_argument("--seed", type=SEED, default=0, help="random initialisation seed")
     new.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     new.set_defaults(func=cmd_new_model)
 
@@ -48,8 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pred.add_argument("image", help="NIfTI file, DICOM file or DICOM folder")
     pred.add_argument("-o", "--out", required=True, help="output label map (.nii / .nii.gz)")
     pred.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    pred.add_argument("--batch-size", type=int, metavar="N", help="tiles or slices per batch")
+    pred.add_argument(
+        "--batch-size", type=BATCH_SIZE, metavar="N", help="tiles or slices per batch (1 to 4096)"
+    )
     pred.add_argument("--uncertainty", metavar="OUT_UNC", help="also write the entropy map here")
+    pred.add_argument(
+        "--overwrite", action="store_true", help="replace OUT (and OUT_UNC) if they exist"
+    )
     pred.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D models: slice axis")
     pred.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     pred.set_defaults(func=cmd_predict)
@@ -64,78 +91,94 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--out", help="also write the JSON result to this file")
+    bench.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     bench.set_defaults(func=cmd_bench)
 
 
 def cmd_new_model(args: argparse.Namespace) -> int:
     import torch
 
-    from napari_unet.models import build_model, preset_spec, save_model
+    from napari_unet.models import build_model, save_model
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"{out}: a model file must end in .safetensors")
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out}: already exists (use --overwrite to replace it)")
-    labels = [n.strip() for n in args.labels.split(",") if n.strip()]
+    out = prepare_output(args.out, overwrite=args.overwrite, suffixes=MODEL_SUFFIXES, option="OUT")
+    patch = tuple(args.patch) if args.patch else None
     try:
-        if args.arch == "recommended":
-            from napari_unet.training import recommended_spec
-
-            spec = recommended_spec(
-                labels,
-                modality=args.modality,
-                spatial_dims=args.dims,
-                context_slices=1 if args.context_slices is None else args.context_slices,
-                patch_size=tuple(args.patch) if args.patch else None,
-            )
-        else:
-            spec = preset_spec(
-                args.arch,
-                spatial_dims=args.dims,
-                labels=labels,
-                modality=args.modality,
-                context_slices=args.context_slices or 0,
-                patch_size=tuple(args.patch) if args.patch else None,
-                target_spacing=tuple(args.spacing) if args.spacing else None,
-            )
-    except ValueError as e:
+        spec = _new_spec(args, patch)
+    except (ValueError, TypeError) as e:
         raise InputError(f"new-model: {e}") from None
     torch.manual_seed(args.seed)
     digest = save_model(out, build_model(spec), spec, {"parent": None, "init_seed": args.seed})
     print(
-        f"wrote {out}: {spec.arch} {spec.spatial_dims}D, labels {', '.join(spec.labels)}, "
-        f"patch {'x'.join(map(str, spec.patch_size))}, hash {digest[:12]}"
+        one_line(
+            f"wrote {out}: {spec.arch} {spec.spatial_dims}D, labels {', '.join(spec.labels)}, "
+            f"patch {'x'.join(map(str, spec.patch_size))}, hash {digest[:12]}"
+        )
     )
     return 0
 
 
+def _new_spec(args: argparse.Namespace, patch: tuple[int, ...] | None):
+    """The ModelSpec `new-model` asks for (ValueError from the spec's own validation)."""
+    from dataclasses import replace
+
+    from napari_unet.models import preset_spec
+
+    spacing = tuple(args.spacing) if args.spacing else None
+    if args.arch != "recommended":
+        return preset_spec(
+            args.arch,
+            spatial_dims=args.dims,
+            labels=args.labels,
+            modality=args.modality,
+            context_slices=args.context_slices or 0,
+            patch_size=patch,
+            target_spacing=spacing,
+        )
+    from napari_unet.training import recommended_spec
+
+    spec = recommended_spec(
+        args.labels,
+        modality=args.modality,
+        spatial_dims=args.dims,
+        context_slices=1 if args.context_slices is None else args.context_slices,
+        patch_size=patch,
+    )
+    return replace(spec, target_spacing=spacing) if spacing else spec
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.inference import predict_steps
+    from napari_unet.inference.checks import check_finite_image
     from napari_unet.io.nifti import save_nifti
     from napari_unet.io.reader import load_volume
     from napari_unet.jobs import run_job
     from napari_unet.models import load_model
 
-    for out in filter(None, (args.out, args.uncertainty)):
-        if not (out.endswith(".nii") or out.endswith(".nii.gz")):
-            raise InputError(f"{out}: output must end in .nii or .nii.gz")
-        if not Path(out).parent.is_dir():
-            raise InputError(f"{out}: folder {Path(out).parent} does not exist")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_distinct(("-o", args.out), ("--uncertainty", args.uncertainty))
+    inputs = [args.model, args.image]
+    out = prepare_output(
+        args.out, overwrite=args.overwrite, inputs=inputs, suffixes=NIFTI_SUFFIXES, option="-o"
+    )
+    unc = None
+    if args.uncertainty:
+        unc = prepare_output(
+            args.uncertainty,
+            overwrite=args.overwrite,
+            inputs=inputs,
+            suffixes=NIFTI_SUFFIXES,
+            option="--uncertainty",
+        )
     loaded = load_model(args.model, device="cpu")
     volume = load_volume(args.image)
+    check_finite_image(volume)
     spec = loaded.spec
     if (
         spec.modality in ("CT", "MR")
         and volume.modality in ("CT", "MR")
         and spec.modality != volume.modality
     ):
-        print(
-            f"napari-unet: warning: {args.model} is a {spec.modality} model but {args.image} "
-            f"looks like {volume.modality}",
-            file=sys.stderr,
+        warn(
+            f"{args.model} is a {spec.modality} model but {args.image} looks like {volume.modality}"
         )
     try:
         job = predict_steps(
@@ -145,16 +188,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             slice_axis=args.slice_axis,
-            uncertainty=bool(args.uncertainty),
+            uncertainty=unc is not None,
         )
         pred = run_job(job, _progress_printer())
     except ValueError as e:
+        if isinstance(e, InputError):
+            raise
         raise InputError(f"{args.model} on {args.image}: {e}") from None
     for message in pred.messages:
-        print(f"napari-unet: note: {message}", file=sys.stderr)
-    save_nifti(pred.labels, args.out)
-    if args.uncertainty:
-        save_nifti(pred.uncertainty, args.uncertainty)
+        warn(message, kind="note")
+    save_nifti(pred.labels, out, overwrite=args.overwrite)
+    if unc is not None:
+        save_nifti(pred.uncertainty, unc, overwrite=args.overwrite)
+    _report_prediction(args, volume, pred, spec)
+    return 0
+
+
+def _report_prediction(args: argparse.Namespace, volume, pred, spec) -> None:
     counts = {name: int((pred.labels.array == i + 1).sum()) for i, name in enumerate(spec.labels)}
     summary = {
         "model": args.model,
@@ -171,10 +221,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(
-            f"wrote {args.out} ({'x'.join(map(str, volume.shape))}, {pred.seconds:.2f} s on "
-            f"{pred.device}); voxels: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            one_line(
+                f"wrote {args.out} ({'x'.join(map(str, volume.shape))}, {pred.seconds:.2f} s on "
+                f"{pred.device}); voxels: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
         )
-    return 0
 
 
 def _progress_printer():
@@ -189,8 +240,9 @@ def _progress_printer():
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from napari_unet.inference.bench import run_benchmark
+    from napari_unet.evaluation.bench import run_benchmark
 
+    out = prepare_output(args.out, overwrite=args.overwrite, option="--out") if args.out else None
     if args.device == "cuda":
         import torch
 
@@ -199,8 +251,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = run_benchmark(quick=args.quick, device=args.device, retrain=args.retrain, log=log)
     text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    if out is not None:
+        with atomic_output(out) as tmp:
+            tmp.write_text(text + "\n")
     if args.json:
         print(text)
     return 0

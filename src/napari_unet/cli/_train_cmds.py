@@ -8,8 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from napari_unet.cli._common import (
+    IGNORE_LABEL,
+    MODEL_SUFFIXES,
+    ROUNDS,
+    SECONDS,
+    SEED,
+    SLICES_PER_ROUND,
+    STEPS,
+    label_names,
+    one_line,
+    prepare_output,
+    warn,
+)
 from napari_unet.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -29,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="only these reviewed slices count (array axis 0, 1 or 2, then indices)",
     )
     train.add_argument(
-        "--ignore-label", type=int, metavar="V", help="label value meaning 'not labelled'"
+        "--ignore-label",
+        type=IGNORE_LABEL,
+        metavar="V",
+        help="label value meaning 'not labelled' (0 to 65535)",
     )
     train.add_argument(
         "--replay-slices",
@@ -37,11 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="slices reviewed for earlier versions: replayed, and scored for the drift guard",
     )
     train.add_argument(
-        "--labels-names", metavar="NAME,...", help="class names of a new model (default label1…)"
+        "--labels-names",
+        type=label_names,
+        metavar="NAME,...",
+        help="class names of a new model (default label1…; at most 255)",
     )
     _budget_args(train)
     train.add_argument("--device", default="auto", choices=DEVICES)
-    train.add_argument("--seed", type=int, default=0, help="random seed")
+    train.add_argument("--seed", type=SEED, default=0, help="random seed")
     train.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     train.add_argument("--json", action="store_true", help="one JSON summary on stdout")
     train.set_defaults(func=cmd_train)
@@ -52,27 +70,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("image", help="NIfTI file, DICOM file or DICOM folder")
     sim.add_argument("truth", help="full reference label map on the image grid (NIfTI)")
     sim.add_argument("--from", dest="from_model", metavar="MODEL", help="starting model file")
-    sim.add_argument("--rounds", type=int, default=1, metavar="N", help="rounds (default 1)")
     sim.add_argument(
-        "--slices-per-round", type=int, default=5, metavar="K", help="slices revealed per round"
+        "--rounds", type=ROUNDS, default=1, metavar="N", help="rounds (default 1; at most 1000)"
+    )
+    sim.add_argument(
+        "--slices-per-round",
+        type=SLICES_PER_ROUND,
+        default=5,
+        metavar="K",
+        help="slices revealed per round (1 to 4096)",
     )
     sim.add_argument("--strategy", choices=("worst", "uncertain"), default="worst")
     sim.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="default: through-plane")
     _budget_args(sim, later=True)
     sim.add_argument("--device", default="auto", choices=DEVICES)
-    sim.add_argument("--seed", type=int, default=0, help="random seed")
+    sim.add_argument("--seed", type=SEED, default=0, help="random seed")
     sim.add_argument("--save", metavar="MODEL_OUT", help="write the final model version here")
+    sim.add_argument("--overwrite", action="store_true", help="replace MODEL_OUT if it exists")
     sim.add_argument("--json", action="store_true", help="one JSON object on stdout")
     sim.set_defaults(func=cmd_simulate)
 
 
 def _budget_args(p: argparse.ArgumentParser, *, later: bool = False) -> None:
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default 300)")
-    budget.add_argument("--seconds", type=float, metavar="S", help="wall-time budget (s)")
+    budget.add_argument(
+        "--steps", type=STEPS, metavar="N", help="optimizer steps (default 300; at most 10^6)"
+    )
+    budget.add_argument(
+        "--seconds", type=SECONDS, metavar="S", help="wall-time budget (s; at most 7 days)"
+    )
     if later:
         p.add_argument(
-            "--later-steps", type=int, metavar="N", help="steps of rounds after the first"
+            "--later-steps", type=STEPS, metavar="N", help="steps of rounds after the first"
         )
 
 
@@ -99,25 +128,13 @@ def parse_slices(text: str, shape: tuple[int, ...], option: str = "--slices"):
 def _config(args: argparse.Namespace):
     from napari_unet.training.trainer import TrainConfig
 
-    if args.steps is not None and args.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.steps}")
-    if args.seconds is not None and not args.seconds > 0:
-        raise InputError(f"--seconds must be positive, got {args.seconds}")
     budget = {}
     if args.steps is not None or args.seconds is not None:
         budget = {"steps": args.steps, "seconds": args.seconds}
-    return TrainConfig(**budget, device=args.device, seed=args.seed)
-
-
-def _check_out(path: str, overwrite: bool) -> Path:
-    out = Path(path)
-    if out.suffix != ".safetensors":
-        raise InputError(f"{out}: a model file must end in .safetensors")
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: folder {out.parent} does not exist")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists (use --overwrite to replace it)")
-    return out
+    try:
+        return TrainConfig(**budget, device=args.device, seed=args.seed)
+    except ValueError as e:
+        raise InputError(f"training options: {e}") from None
 
 
 def _device_ok(device: str) -> None:
@@ -129,29 +146,57 @@ def _device_ok(device: str) -> None:
         raise InputError(f"--device {device}: {e}") from None
 
 
-def _load_pair(image_path: str, labels_path: str, what: str):
+def _parent_classes(path: str | None) -> int | None:
+    """Foreground classes of the parent model (its header only: no weights, no torch)."""
+    from napari_unet.models.files import read_model_header
+
+    return len(read_model_header(path)["spec"].labels) if path else None
+
+
+def _load_pair(
+    image_path: str,
+    labels_path: str,
+    *,
+    what: str,
+    n_classes: int | None,
+    ignore_label: int | None = None,
+    slices: str | None = None,
+):
+    """Read and check a scan and its label map (`training.data.check_training_pair`).
+
+    Returns:
+        ``(image, labels, check, (axis, slices))``: ``labels`` as uint8 (uint16 when
+        the ignore label needs it), ``check`` the PairCheck.
+    """
     import numpy as np
 
     from napari_unet.io.reader import load_volume
-    from napari_unet.training.data import check_same_grid
+    from napari_unet.training.data import check_same_grid, check_training_pair
 
     image = load_volume(image_path)
     labels = load_volume(labels_path)
     check_same_grid(image, labels, what=what)
-    arr = labels.array
-    if arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
-        raise InputError(f"{labels_path}: {what} must hold integer label values")
-    if arr.size and float(arr.min()) < 0:
-        raise InputError(f"{labels_path}: {what} hold negative values")
-    return image, labels.with_array(np.asarray(arr).astype(np.int64), source=labels_path)
+    axis, reviewed = parse_slices(slices, image.shape) if slices else (None, None)
+    check = check_training_pair(
+        image,
+        labels,
+        n_classes=n_classes,
+        ignore_label=ignore_label,
+        slices=reviewed,
+        slice_axis=axis,
+        what=what,
+    )
+    for message in check.warnings:
+        warn(message)
+    dtype = np.min_scalar_type(max(check.top_label, ignore_label or 0, 1))
+    compact = np.asarray(labels.array).astype(dtype)
+    return image, labels.with_array(compact, source=labels_path), check, (axis, reviewed)
 
 
-def _new_spec(image, n_classes: int, names: str | None):
+def _new_spec(image, n_classes: int, names: list[str] | None):
     from napari_unet.training.recipe import recommended_spec
 
-    labels = [n.strip() for n in names.split(",")] if names else []
-    if not labels:
-        labels = [f"label{i}" for i in range(1, max(n_classes, 1) + 1)]
+    labels = list(names or [f"label{i}" for i in range(1, max(n_classes, 1) + 1)])
     modality = image.modality
     if modality not in ("CT", "MR"):
         # NIfTI files do not say; HU values below -500 (air) mean CT. Anything else gets
@@ -162,7 +207,7 @@ def _new_spec(image, n_classes: int, names: str | None):
         modality = "CT" if float(np.percentile(image.array[::4, ::4, ::2], 1)) < -500 else "MR"
     try:
         return recommended_spec(labels, modality=modality)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise InputError(f"--labels-names: {e}") from None
 
 
@@ -198,63 +243,65 @@ def _drain(job, show):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-
     from napari_unet.models.files import load_model
-    from napari_unet.training.data import sparse_volume
     from napari_unet.training.lineage import save_version
     from napari_unet.training.trainer import finetune_steps
 
-    out = _check_out(args.out, args.overwrite)
+    out = prepare_output(
+        args.out,
+        overwrite=args.overwrite,
+        inputs=[args.image, args.labels, args.from_model],
+        suffixes=MODEL_SUFFIXES,
+        option="-o",
+    )
     cfg = _config(args)
     _device_ok(args.device)
-    image, labels = _load_pair(args.image, args.labels, "labels")
-    parent = load_model(args.from_model) if args.from_model else None
-    axis, slices = parse_slices(args.slices, image.shape) if args.slices else (None, None)
+    n_classes = _parent_classes(args.from_model)
+    if n_classes is None and args.labels_names:
+        n_classes = len(args.labels_names)
+    image, labels, check, (axis, slices) = _load_pair(
+        args.image,
+        args.labels,
+        what="labels",
+        n_classes=n_classes,
+        ignore_label=args.ignore_label,
+        slices=args.slices,
+    )
     replay_axis, replay_slices = (
         parse_slices(args.replay_slices, image.shape, "--replay-slices")
         if args.replay_slices
         else (axis, None)
     )
-    arr = labels.array
-    counted = arr if args.ignore_label is None else arr[arr != args.ignore_label]
-    n_classes = int(counted.max()) if counted.size else 0
-    spec = parent.spec if parent else _new_spec(image, n_classes, args.labels_names)
-    if n_classes > len(spec.labels):
-        raise InputError(
-            f"{args.labels}: label value {n_classes} but the model has {len(spec.labels)} "
-            f"classes ({', '.join(spec.labels)})"
-        )
-    data = [
-        sparse_volume(
-            image,
-            labels,
-            spec,
-            slices=slices,
-            slice_axis=axis,
-            ignore_label=args.ignore_label,
-            seed=args.seed,
-            name=str(args.labels),
-        )
-    ]
+    parent = load_model(args.from_model) if args.from_model else None
+    spec = parent.spec if parent else _new_spec(image, check.top_label, args.labels_names)
+    data = [_sparse(image, labels, spec, args, slices, axis, seed=args.seed)]
     replay = []
-    if replay_slices:
-        replay_only = sorted(set(replay_slices) - set(slices or []))
-        if replay_only:
-            replay.append(
-                sparse_volume(
-                    image,
-                    labels,
-                    spec,
-                    slices=replay_only,
-                    slice_axis=replay_axis,
-                    ignore_label=args.ignore_label,
-                    seed=args.seed + 1,
-                    name=str(args.labels),
-                )
-            )
+    replay_only = sorted(set(replay_slices or []) - set(slices or []))
+    if replay_only:
+        replay.append(_sparse(image, labels, spec, args, replay_only, replay_axis, args.seed + 1))
     show = _printer(sys.stderr.isatty() and not args.json)
     result = _drain(finetune_steps(parent, spec, data, replay=replay, config=cfg), show)
     digest = save_version(out, result, image=str(args.image))
+    _report_training(args, out, digest, result)
+    return 0
+
+
+def _sparse(image, labels, spec, args, slices, axis, seed):
+    from napari_unet.training.data import sparse_volume
+
+    return sparse_volume(
+        image,
+        labels,
+        spec,
+        slices=slices,
+        slice_axis=axis,
+        ignore_label=args.ignore_label,
+        seed=seed,
+        name=str(args.labels),
+    )
+
+
+def _report_training(args: argparse.Namespace, out, digest: str, result) -> None:
     m = result.metrics
     summary = {
         "out": str(out),
@@ -271,20 +318,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(summary))
-    else:
-        val = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
-        print(
+        return
+    val = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
+    print(
+        one_line(
             f"wrote {out} ({m['steps']} steps, {m['seconds']:.1f} s on {m['device']}; "
             f"validation Dice {val}; hash {digest[:12]})"
         )
-        if result.drift and result.drift["flagged"]:
-            print(
-                "napari-unet: warning: this version does worse than its parent on the "
-                f"replayed slices (Dice {result.drift['child_dice']:.4f} < "
-                f"{result.drift['parent_dice']:.4f}); roll back with --from {args.from_model}",
-                file=sys.stderr,
-            )
-    return 0
+    )
+    if result.drift and result.drift["flagged"]:
+        warn(
+            "this version does worse than its parent on the replayed slices (Dice "
+            f"{result.drift['child_dice']:.4f} < {result.drift['parent_dice']:.4f}); "
+            f"roll back with --from {args.from_model}"
+        )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -294,21 +341,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from napari_unet.training.lineage import save_version
     from napari_unet.training.simulation import simulate_steps
 
-    if args.rounds < 1 or args.slices_per_round < 1:
-        raise InputError("--rounds and --slices-per-round must be at least 1")
-    if args.later_steps is not None and args.later_steps < 1:
-        raise InputError(f"--later-steps must be at least 1, got {args.later_steps}")
-    out = _check_out(args.save, True) if args.save else None
+    out = None
+    if args.save:
+        out = prepare_output(
+            args.save,
+            overwrite=args.overwrite,
+            inputs=[args.image, args.truth, args.from_model],
+            suffixes=MODEL_SUFFIXES,
+            option="--save",
+        )
     cfg = _config(args)
     _device_ok(args.device)
-    image, truth = _load_pair(args.image, args.truth, "truth")
+    n_classes = _parent_classes(args.from_model)
+    image, truth, check, _ = _load_pair(args.image, args.truth, what="truth", n_classes=n_classes)
     parent = load_model(args.from_model) if args.from_model else None
-    n_classes = int(truth.array.max())
-    spec = parent.spec if parent else _new_spec(image, n_classes, None)
-    if n_classes > len(spec.labels):
-        raise InputError(
-            f"{args.truth}: label value {n_classes} but the model has {len(spec.labels)} classes"
-        )
+    spec = parent.spec if parent else _new_spec(image, check.top_label, None)
     later = replace(cfg, steps=args.later_steps, seconds=None) if args.later_steps else None
     show = _printer(sys.stderr.isatty() and not args.json)
     job = simulate_steps(

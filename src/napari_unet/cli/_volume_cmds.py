@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from napari_unet.cli._common import NIFTI_SUFFIXES, one_line, prepare_output
 from napari_unet.errors import InputError, MultipleSeriesError
 
 
@@ -34,7 +35,7 @@ def _load(path: str, series: str | None):
     try:
         return load_volume(path, series_uid=series)
     except MultipleSeriesError as e:
-        listing = "; ".join(f"{s.label} [--series {s.uid}]" for s in e.series)
+        listing = "; ".join(f"{one_line(s.label, 80)} [--series {s.uid}]" for s in e.series)
         raise InputError(f"{e} — choose one with --series UID: {listing}") from e
 
 
@@ -47,11 +48,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    print(f"path:        {summary['path']}")
+    print(f"path:        {one_line(summary['path'])}")
+    if "series_uid" in summary:
+        print(f"series:      {one_line(summary['series_uid'])}")
+    description = volume.metadata.get("series_description") or volume.metadata.get("description")
+    if description:
+        print(f"description: {one_line(description, 200)}")
     print(f"shape:       {' x '.join(map(str, summary['shape']))}  ({summary['dtype']})")
     print(f"spacing:     {' x '.join(f'{s:.4g}' for s in summary['spacing'])} mm")
     print(f"orientation: {summary['orientation']}   modality: {summary['modality']}")
-    print(f"values:      {summary['value_range'][0]:.6g} .. {summary['value_range'][1]:.6g}")
+    if summary["value_range"] is not None:
+        low, high = summary["value_range"]
+        print(f"values:      {low:.6g} .. {high:.6g}")
     print(f"affine ({summary['frame']}, voxel → mm):")
     for row in summary["affine"]:
         print("    " + "  ".join(f"{v:10.4f}" for v in row))
@@ -61,7 +69,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from napari_unet.io.nifti import save_nifti
 
+    out = prepare_output(
+        args.out,
+        overwrite=args.overwrite,
+        inputs=[args.path],
+        suffixes=NIFTI_SUFFIXES,
+        option="OUT",
+    )
     volume = _load(args.path, args.series)
-    out = save_nifti(volume, args.out, overwrite=args.overwrite)
-    print(f"wrote {out}  ({' x '.join(map(str, volume.shape))}, {volume.orientation})")
+    out = save_nifti(volume, out, overwrite=args.overwrite)
+    print(one_line(f"wrote {out}  ({' x '.join(map(str, volume.shape))}, {volume.orientation})"))
     return 0

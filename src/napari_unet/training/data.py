@@ -30,7 +30,7 @@ import numpy as np
 
 from napari_unet.errors import InputError
 from napari_unet.io.volume import Volume
-from napari_unet.models.spec import ModelSpec
+from napari_unet.models.spec import MAX_LABELS, ModelSpec
 
 
 @dataclass
@@ -102,6 +102,160 @@ def check_same_grid(image: Volume, labels: Volume, *, what: str = "labels") -> N
             f"{src}: {what} affine differs from {img} (by up to {worst:.4g} mm): "
             "labels must be on the image grid"
         )
+
+
+#: Voxels examined at a time by `check_training_pair` (keeps its temporaries small).
+_CHUNK_VOXELS = 1 << 22
+
+
+@dataclass
+class PairCheck:
+    """What `check_training_pair` found in a label map.
+
+    Attributes:
+        labelled: voxels that count for training (reviewed, not the ignore label).
+        foreground: labelled voxels whose value is a class (> 0).
+        top_label: the largest label value of any voxel but the ignore label (the
+            classes a new model needs).
+        warnings: one-line messages for the user (e.g. no foreground at all).
+    """
+
+    labelled: int
+    foreground: int
+    top_label: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_training_pair(
+    image: Volume,
+    labels: Volume,
+    *,
+    n_classes: int | None = None,
+    ignore_label: int | None = None,
+    slices: Sequence[int] | None = None,
+    slice_axis: int | None = None,
+    what: str = "labels",
+) -> PairCheck:
+    """Refuse a scan and label map that cannot be trained on, before anything is allocated.
+
+    Cheap checks first, so that a hostile file fails at once: the grid; then the label
+    values, read slab by slab without any copy of the map (an integer map's min and max
+    first: a value of 2**31-1 is refused before a single class array exists); then the
+    labelled voxels; then the image's intensities. The CLI, the panel and the
+    simulation call this before `sparse_volume`.
+
+    Args:
+        image: the scan, array ``(i, j, k)``.
+        labels: label map on the same grid (integer values, 0 = background).
+        n_classes: foreground classes of the model; None = a new model, which may have
+            up to ``MAX_LABELS``.
+        ignore_label: value meaning "not labelled"; None = none.
+        slices: reviewed slice indices along ``slice_axis``; None = every slice.
+        slice_axis: axis of ``slices`` (default: the scan's through-plane axis).
+        what: how to call ``labels`` in messages ("labels", "truth").
+
+    Returns:
+        PairCheck; its ``warnings`` say, e.g., that there is no foreground at all (not an
+        error: reviewed slices that are all background are legitimate).
+
+    Raises:
+        InputError: another grid; NaN, Inf, fractional or negative label values; a
+            label value beyond the model's classes; no labelled voxel; NaN or Inf
+            image voxels. One line naming the file.
+    """
+    from napari_unet.inference.checks import check_finite_image
+
+    check_same_grid(image, labels, what=what)
+    src = labels.source or what
+    limit = MAX_LABELS if n_classes is None else int(n_classes)
+    lab = np.asarray(labels.array)
+    if lab.dtype.kind not in "biuf":
+        raise InputError(f"{src}: {what} hold {lab.dtype} values; label values are integers")
+    if lab.dtype.kind in "iu" and lab.size:
+        _check_label_range(int(lab.min()), int(lab.max()), limit, n_classes, ignore_label, src)
+    axis = image.through_plane_axis if slice_axis is None else int(slice_axis)
+    keep = None
+    if slices is not None:
+        keep = reviewed_mask(lab.shape, axis, slices) if len(slices) else None
+        if keep is None:
+            raise InputError("no reviewed slices given: nothing to learn from")
+    labelled, foreground, top = _count_labels(lab, keep, ignore_label, src, what)
+    if labelled == 0:
+        where = " in the reviewed slices" if slices is not None else ""
+        why = "" if ignore_label is None else f": every voxel is the ignore label {ignore_label}"
+        raise InputError(f"{src}: no labelled voxels{where}{why}; nothing to learn from")
+    _check_label_range(0, top, limit, n_classes, None, src)
+    check_finite_image(image)
+    warnings = []
+    if foreground == 0:
+        warnings.append(
+            f"{src}: no foreground in the {labelled} labelled voxels (all background); "
+            "the model can only learn what background looks like"
+        )
+    return PairCheck(labelled=labelled, foreground=foreground, top_label=top, warnings=warnings)
+
+
+def _check_label_range(
+    low: int, high: int, limit: int, n_classes: int | None, ignore: int | None, src: str
+) -> None:
+    """Refuse negative labels, and a top label beyond ``limit`` unless it is ``ignore``."""
+    if low < 0 and low != ignore:
+        raise InputError(f"{src}: negative label value {low}; labels are 0 (background) or more")
+    if high <= limit or high == ignore:
+        return
+    if n_classes is None:
+        raise InputError(
+            f"{src}: label value {high}, but a model has at most {MAX_LABELS} classes "
+            f"(label values 0..{MAX_LABELS}; is this a label map?)"
+        )
+    raise InputError(f"{src}: label value {high} but the model has {n_classes} classes")
+
+
+def _count_labels(
+    lab: np.ndarray, keep: np.ndarray | None, ignore: int | None, src: str, what: str
+) -> tuple[int, int, int]:
+    """(labelled voxels, foreground voxels, top label) of a label map, slab by slab.
+
+    ``top`` is the largest value of any voxel that is not the ignore label (it sets the
+    classes a new model gets); the counts are over the reviewed voxels (``keep``).
+
+    Raises:
+        InputError: NaN/Inf, fractional or negative values (float maps).
+    """
+    labelled = foreground = top = 0
+    bad_finite = bad_fraction = 0
+    rows = max(1, _CHUNK_VOXELS // max(1, lab[0].size)) if lab.size else 1
+    for i in range(0, lab.shape[0], rows):
+        slab = lab[i : i + rows]
+        if slab.dtype.kind == "f":
+            finite = np.isfinite(slab)
+            bad_finite += int(slab.size - np.count_nonzero(finite))
+            bad_fraction += int(np.count_nonzero(finite & (np.mod(slab, 1) != 0)))
+            if bad_finite or bad_fraction:
+                continue  # only count the bad values from here on
+        counted = np.ones(slab.shape, dtype=bool) if ignore is None else slab != ignore
+        values = slab[counted]
+        if values.size:
+            low = values.min()
+            if low < 0:
+                raise InputError(f"{src}: negative label value {low:g}; labels are 0 or more")
+            top = max(top, int(values.max()))
+        if keep is not None:
+            counted &= keep[i : i + rows]
+            values = slab[counted]
+        labelled += int(values.size)
+        foreground += int(np.count_nonzero(values))
+    if bad_finite:
+        raise InputError(
+            f"{src}: {bad_finite} voxels are NaN or Inf; label values must be integers "
+            "(napari-unet does not guess them: set unlabelled voxels to an --ignore-label)"
+        )
+    if bad_fraction:
+        raise InputError(
+            f"{src}: {bad_fraction} voxels hold fractional values; label values must be "
+            f"integers (is this {what} file a probability map or an image?)"
+        )
+    return labelled, foreground, top
 
 
 def reviewed_mask(shape: Sequence[int], axis: int, slices: Sequence[int]) -> np.ndarray:
