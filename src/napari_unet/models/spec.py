@@ -18,11 +18,22 @@ Conventions:
   for 3D the array axes ``(i, j, k)``.
 * ``target_spacing`` (mm) is per array axis ``(i, j, k)``; None (or a None entry) keeps
   the native spacing. 2D models never resample along their slice axis.
+
+A spec arrives from files written by others, so validation checks types and bounds every
+value that sizes an allocation (see the ``MAX_*`` constants): 1–255 labels of at most 64
+printable characters, ``context_slices`` 0–8 (so ``in_channels`` 1–17 ≤ 32), patch sizes
+8–1024 voxels per axis and at most 2**27 voxels in all, target spacing 0.05–20 mm,
+finite normalisation numbers, and in ``arch_args`` feature widths 1–1024 over at most
+8 levels, kernel sizes 1–7, at most 8 residual units, and no integer beyond 1024
+anywhere else (e.g. a PReLU's ``num_parameters``). Anything else raises ValueError or
+TypeError naming the field, before a network is built.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -45,6 +56,23 @@ DEFAULT_COLORS = (
     "#a0a0ff",
 )
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+#: Bounds on what a spec may ask for (see the module docstring).
+MAX_LABELS = 255
+MAX_LABEL_CHARS = 64
+MAX_NAME_CHARS = 256
+MAX_CONTEXT_SLICES = 8
+MAX_IN_CHANNELS = 32
+PATCH_RANGE = (8, 1024)
+MAX_PATCH_VOXELS = 2**27
+SPACING_RANGE = (0.05, 20.0)
+MAX_FEATURES = 1024
+MAX_LEVELS = 8
+MAX_KERNEL = 7
+MAX_STRIDE = 4
+MAX_RES_UNITS = 8
+#: Any other integer in ``arch_args`` (also inside ``norm``/``act`` arguments).
+MAX_ARG_INT = 1024
 
 
 @dataclass
@@ -69,10 +97,15 @@ class Normalization:
     nonzero: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in NORMALIZATION_MODES:
+        if not isinstance(self.mode, str) or self.mode not in NORMALIZATION_MODES:
             raise ValueError(
-                f"normalization.mode must be one of {NORMALIZATION_MODES}, got {self.mode!r}"
+                f"normalization.mode must be one of {NORMALIZATION_MODES}, got {_short(self.mode)}"
             )
+        if not isinstance(self.nonzero, bool) and type(self.nonzero).__name__ != "bool_":
+            raise ValueError(
+                f"normalization.nonzero must be true or false, got {_short(self.nonzero)}"
+            )
+        self.nonzero = bool(self.nonzero)
         self.window = _pair(self.window, "normalization.window")
         self.output_range = _pair(self.output_range, "normalization.output_range")
         self.percentiles = _pair(self.percentiles, "normalization.percentiles")
@@ -130,49 +163,55 @@ class ModelSpec:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
-        self.labels = [str(n) for n in self.labels]
-        if not self.labels or any(not n.strip() for n in self.labels):
-            raise ValueError(f"labels must be one or more non-empty names, got {self.labels!r}")
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError(f"labels must be unique, got {self.labels!r}")
+        if not isinstance(self.arch, str) or self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {_short(self.arch)}")
+        if _int(self.spatial_dims) not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {_short(self.spatial_dims)}")
+        self.spatial_dims = int(self.spatial_dims)
+        self.labels = _labels(self.labels)
         if not self.colors:
             self.colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(self.labels))]
-        self.colors = [str(c) for c in self.colors]
-        if len(self.colors) != len(self.labels) or not all(_HEX.match(c) for c in self.colors):
-            raise ValueError(f"colors must be one '#rrggbb' per label, got {self.colors!r}")
+        if (
+            not isinstance(self.colors, (list, tuple))
+            or len(self.colors) != len(self.labels)
+            or not all(isinstance(c, str) and _HEX.match(c) for c in self.colors)
+        ):
+            raise ValueError(f"colors must be one '#rrggbb' per label, got {_short(self.colors)}")
+        self.colors = list(self.colors)
         if isinstance(self.normalization, dict):
             self.normalization = Normalization(**self.normalization)
-        if self.context_slices < 0 or (self.spatial_dims == 3 and self.context_slices):
+        if not isinstance(self.normalization, Normalization):
             raise ValueError(
-                f"context_slices must be >= 0 and 0 for 3D models, got {self.context_slices!r}"
+                f"normalization must be an object with a mode, got {_short(self.normalization)}"
             )
-        if self.in_channels != 1 + 2 * self.context_slices:
+        cs = _int(self.context_slices)
+        if cs is None or not 0 <= cs <= MAX_CONTEXT_SLICES or (self.spatial_dims == 3 and cs):
+            raise ValueError(
+                f"context_slices must be 0 to {MAX_CONTEXT_SLICES} (0 for 3D models), "
+                f"got {_short(self.context_slices)}"
+            )
+        self.context_slices = cs
+        channels = _int(self.in_channels)
+        if channels is None or not 1 <= channels <= MAX_IN_CHANNELS or channels != 1 + 2 * cs:
             raise ValueError(
                 f"in_channels must be 1 + 2 * context_slices = "
-                f"{1 + 2 * self.context_slices}, got {self.in_channels!r}"
+                f"{1 + 2 * cs}, got {_short(self.in_channels)}"
             )
-        self.patch_size = tuple(int(p) for p in self.patch_size)
-        if len(self.patch_size) != self.spatial_dims or min(self.patch_size) < 1:
+        self.in_channels = channels
+        self.patch_size = _patch(self.patch_size, self.spatial_dims)
+        self.target_spacing = _spacing(self.target_spacing)
+        if self.slice_axis is not None and _int(self.slice_axis) not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be None, 0, 1 or 2, got {_short(self.slice_axis)}")
+        if self.slice_axis is not None:
+            self.slice_axis = int(self.slice_axis)
+        if not isinstance(self.modality, str) or self.modality not in ("CT", "MR", "other"):
+            raise ValueError(f"modality must be 'CT', 'MR' or 'other', got {_short(self.modality)}")
+        if not isinstance(self.name, str) or len(self.name) > MAX_NAME_CHARS:
             raise ValueError(
-                f"patch_size must be {self.spatial_dims} positive sizes, got {self.patch_size!r}"
+                f"name must be a text of at most {MAX_NAME_CHARS} characters, "
+                f"got {_short(self.name)}"
             )
-        if self.target_spacing is not None:
-            ts = self.target_spacing
-            ts = (ts,) * 3 if isinstance(ts, (int, float)) else tuple(ts)
-            if len(ts) != 3 or any(s is not None and not s > 0 for s in ts):
-                raise ValueError(
-                    f"target_spacing must be None or 3 positive mm values "
-                    f"(None entries keep the native spacing), got {ts!r}"
-                )
-            self.target_spacing = tuple(None if s is None else float(s) for s in ts)
-        if self.slice_axis not in (None, 0, 1, 2):
-            raise ValueError(f"slice_axis must be None, 0, 1 or 2, got {self.slice_axis!r}")
-        if self.modality not in ("CT", "MR", "other"):
-            raise ValueError(f"modality must be 'CT', 'MR' or 'other', got {self.modality!r}")
+        self.arch_args = _arch_args(self.arch_args, self.arch, self.spatial_dims)
 
     @property
     def out_channels(self) -> int:
@@ -185,14 +224,29 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        """Inverse of `to_dict`; unknown keys raise ValueError naming them."""
+        """Inverse of `to_dict`; unknown keys raise ValueError naming them.
+
+        Raises:
+            ValueError, TypeError: not an object, unknown or missing fields, values of the
+                wrong type or outside the bounds (the message names the field).
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"a model spec must be a JSON object, got {type(data).__name__}")
+        if not all(isinstance(k, str) for k in data):
+            raise TypeError("model spec field names must be text")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ModelSpec fields {unknown}")
         data = dict(data)
-        if isinstance(data.get("normalization"), dict):
-            data["normalization"] = Normalization(**data["normalization"])
+        norm = data.get("normalization")
+        if isinstance(norm, dict):
+            unknown = sorted(set(norm) - set(Normalization.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"unknown normalization fields {_short(unknown)}")
+            data["normalization"] = Normalization(**norm)
+        elif "normalization" in data:
+            raise TypeError(f"normalization must be a JSON object, got {_short(norm)}")
         return cls(**data)
 
     def to_json(self) -> str:
@@ -274,8 +328,180 @@ def preset_spec(
     )
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages stay one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _int(value: Any) -> int | None:
+    """``value`` as an int if it is an integer (not a bool), else None."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a finite float if it is a finite real number (not a bool), else None."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (OverflowError, ValueError):
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
 def _pair(value: Any, name: str) -> tuple[float, float]:
-    values = tuple(float(v) for v in value)
-    if len(values) != 2 or not values[0] < values[1]:
-        raise ValueError(f"{name} must be (low, high) with low < high, got {value!r}")
+    values = tuple(_real(v) for v in value) if isinstance(value, (list, tuple)) else ()
+    if len(values) != 2 or None in values or not values[0] < values[1]:  # type: ignore[operator]
+        raise ValueError(
+            f"{name} must be (low, high) finite numbers with low < high, got {_short(value)}"
+        )
     return values  # type: ignore[return-value]
+
+
+def _labels(labels: Any) -> list[str]:
+    if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
+        raise ValueError(f"labels must be a list of names, got {_short(labels)}")
+    if not 1 <= len(labels) <= MAX_LABELS:
+        raise ValueError(f"labels must be 1 to {MAX_LABELS} names, got {len(labels)}")
+    for n in labels:
+        if (
+            not isinstance(n, str)
+            or not n.strip()
+            or len(n) > MAX_LABEL_CHARS
+            or not n.isprintable()
+        ):
+            raise ValueError(
+                f"labels must be non-empty printable names of at most {MAX_LABEL_CHARS} "
+                f"characters, got {_short(n)}"
+            )
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be unique, got {_short(list(labels))}")
+    return list(labels)
+
+
+def _patch(patch: Any, dims: int) -> tuple[int, ...]:
+    lo, hi = PATCH_RANGE
+    sizes = tuple(_int(p) for p in patch) if isinstance(patch, (list, tuple)) else ()
+    if len(sizes) != dims or any(p is None or not lo <= p <= hi for p in sizes):
+        raise ValueError(
+            f"patch_size must be {dims} sizes of {lo} to {hi} voxels, got {_short(patch)}"
+        )
+    if math.prod(sizes) > MAX_PATCH_VOXELS:  # type: ignore[arg-type]
+        raise ValueError(
+            f"patch_size {_short(patch)} has more than {MAX_PATCH_VOXELS} voxels in all"
+        )
+    return sizes  # type: ignore[return-value]
+
+
+def _spacing(spacing: Any) -> tuple[float | None, ...] | None:
+    if spacing is None:
+        return None
+    lo, hi = SPACING_RANGE
+    ts = (spacing,) * 3 if isinstance(spacing, numbers.Real) else spacing
+    values = (
+        tuple(None if s is None else _real(s) for s in ts) if isinstance(ts, (list, tuple)) else ()
+    )
+    if len(values) != 3 or any(
+        s is not None and (v is None or not lo <= v <= hi) for s, v in zip(ts, values, strict=True)
+    ):
+        raise ValueError(
+            f"target_spacing must be None or 3 values of {lo} to {hi} mm "
+            f"(None entries keep the native spacing), got {_short(spacing)}"
+        )
+    return values
+
+
+def _sizes(value: Any, name: str, lo: int, hi: int, dims: int) -> None:
+    """An int in [lo, hi] or a list of ``dims`` of them (per-axis sizes)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    ok = (not isinstance(value, (list, tuple)) or len(items) == dims) and all(
+        (i := _int(v)) is not None and lo <= i <= hi for v in items
+    )
+    if not ok:
+        raise ValueError(
+            f"arch_args.{name} must be {lo} to {hi} (or one such value per axis), "
+            f"got {_short(value)}"
+        )
+
+
+def _widths(value: Any, name: str, count: tuple[int, int]) -> None:
+    ok = isinstance(value, (list, tuple)) and count[0] <= len(value) <= count[1]
+    ok = ok and all((i := _int(v)) is not None and 1 <= i <= MAX_FEATURES for v in value)
+    if not ok:
+        n = f"{count[0]}" if count[0] == count[1] else f"{count[0]} to {count[1]}"
+        raise ValueError(
+            f"arch_args.{name} must be {n} widths of 1 to {MAX_FEATURES}, got {_short(value)}"
+        )
+
+
+def _plain(value: Any, name: str, depth: int = 0) -> None:
+    """JSON-like data with small integers, finite numbers, short texts, small containers."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, numbers.Integral):
+        if abs(int(value)) > MAX_ARG_INT:
+            raise ValueError(f"arch_args.{name} holds {_short(value)}, above {MAX_ARG_INT}")
+        return
+    if isinstance(value, numbers.Real):
+        if _real(value) is None:
+            raise ValueError(f"arch_args.{name} holds a non-finite number")
+        return
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise ValueError(f"arch_args.{name} holds a text longer than 64 characters")
+        return
+    if isinstance(value, (list, tuple, dict)) and depth < 3 and len(value) <= 16:
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise ValueError(f"arch_args.{name} has non-text keys")
+            items = value.values()
+        else:
+            items = value
+        for item in items:
+            _plain(item, name, depth + 1)
+        return
+    raise ValueError(f"arch_args.{name} must be plain JSON data, got {_short(value)}")
+
+
+def _arch_args(args: Any, arch: str, dims: int) -> dict[str, Any]:
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise ValueError(f"arch_args must be a JSON object, got {_short(args)}")
+    if len(args) > 32:
+        raise ValueError(f"arch_args has {len(args)} entries; at most 32 are allowed")
+    if arch == "classic_unet":
+        if "features" in args:
+            _widths(args["features"], "features", (6, 6))
+    else:
+        if "channels" in args:
+            _widths(args["channels"], "channels", (2, MAX_LEVELS))
+        if "strides" in args:
+            strides = args["strides"]
+            n = len(args.get("channels", ())) - 1 if "channels" in args else None
+            if not isinstance(strides, (list, tuple)) or (n is not None and len(strides) != n):
+                raise ValueError(
+                    f"arch_args.strides must be one stride per level transition"
+                    f"{f' ({n})' if n is not None else ''}, got {_short(strides)}"
+                )
+            for stride in strides:
+                _sizes(stride, "strides", 1, MAX_STRIDE, dims)
+    for key in ("kernel_size", "up_kernel_size"):
+        if key in args:
+            _sizes(args[key], key, 1, MAX_KERNEL, dims)
+    if "num_res_units" in args:
+        units = _int(args["num_res_units"])
+        if units is None or not 0 <= units <= MAX_RES_UNITS:
+            raise ValueError(
+                f"arch_args.num_res_units must be 0 to {MAX_RES_UNITS}, "
+                f"got {_short(args['num_res_units'])}"
+            )
+    if "dropout" in args and args["dropout"] is not None:
+        drop = args["dropout"]
+        values = drop if isinstance(drop, (list, tuple)) else [drop]
+        if not all((d := _real(v)) is not None and 0.0 <= d <= 1.0 for v in values):
+            raise ValueError(f"arch_args.dropout must be 0 to 1, got {_short(drop)}")
+    for key, value in args.items():  # anything else: small plain data
+        _plain(value, key)
+    return dict(args)
