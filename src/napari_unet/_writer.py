@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet._layers import smallest_label_dtype, volume_from_layer
+from napari_unet._layers import volume_from_layer
 from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.io.display import METADATA_KEY
 from napari_unet.io.nifti import save_nifti
+from napari_unet.io.volume import smallest_label_dtype
 
 
 class LayerWriteError(NapariUnetError):

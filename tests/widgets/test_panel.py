@@ -67,7 +67,7 @@ def test_model_with_fewer_labels_than_the_layer_is_refused(panel, tiny_scan):
     _open(panel, tiny_scan[0])
     panel.model_section.new_model(["ball"], spatial_dims=2)
     panel.session.labels_layer.data[0, 0, 0] = 3
-    with pytest.raises(InputError, match="holds label 3, but the model knows 1 label"):
+    with pytest.raises(InputError, match="hold label 3, but the model knows 1 label"):
         panel.segment_section.run()
 
 
@@ -91,7 +91,7 @@ def test_accept_and_next_slice_to_review(panel, tiny_scan):
     panel.review_section.accept_button.click()
     assert session.reviewed_display() == [7]
     assert "Reviewed 1 of 10 slices: 7" in panel.review_section.summary.text()
-    session.last_uncertainty = np.zeros(session.workspace.image.shape, np.float32)
+    session.loop.last_uncertainty = np.zeros(session.workspace.image.shape, np.float32)
     native = int(session.geometry.to_native_index(session.workspace.slice_axis, 2))
     session.last_uncertainty[:, :, native] = 0.9  # display slice 2 is the most uncertain
     panel.review_section.next_button.click()

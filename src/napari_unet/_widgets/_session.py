@@ -1,8 +1,10 @@
-"""The state behind the napari-unet panel: one scan, its labels layer, the workspace.
+"""The panel's view of the `Loop`: the scan layer, the labels layer, autosave.
 
-Plain glue between napari layers and the core: it converts the labels layer (display
-orientation) to the scan's native grid and back, records reviewed slices from paint
-events, merges predictions without touching reviewed slices, and autosaves.
+The loop (`napari_unet.loop.Loop`) holds the state; this adapter only maps it to napari.
+The labels layer's data is ONE C-ordered, display-ordered buffer and the loop's labels
+array is a native-ordered *view* of it (`DisplayGeometry.to_native`), so what the user
+paints is what the loop trains on, with no copy to keep in step. Paint events become
+reviewed slices; a merged prediction goes onto napari's undo history as one step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from psygnal import Signal
 from napari_unet._layers import labels_layer_data, volume_from_layer
 from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.io.display import METADATA_KEY, DisplayGeometry
+from napari_unet.loop import Edit, Loop
 from napari_unet.workspace import Recovery, Workspace
 
 
@@ -36,10 +39,11 @@ class LoopSession:
         self.viewer = viewer
         self.image_layer = None
         self.labels_layer = None
-        self.workspace: Workspace | None = None
+        self.loop: Loop | None = None
         self.geometry: DisplayGeometry | None = None
-        self.model = None  # a models.files.LoadedModel
-        self.last_uncertainty: np.ndarray | None = None  # native (i, j, k), float32
+        self.device = "auto"
+        self._buffer: np.ndarray | None = None  # display-ordered labels; loop.labels views it
+        self._merging = False
         self.recovery: Recovery | None = None
         self.recovery_root = recovery_root
         self.dirty = False
@@ -55,11 +59,30 @@ class LoopSession:
         volume.source = layer.metadata[METADATA_KEY].get("source")
         self.image_layer = layer
         self.geometry = DisplayGeometry.from_metadata(layer.metadata[METADATA_KEY])
-        self.workspace = Workspace(volume)
+        self._buffer = np.zeros(self.geometry.display_shape, dtype=np.uint8)
+        self.set_loop(Loop(volume, self.geometry.to_native(self._buffer), device=self.device))
         self.labels_layer = None
-        self.last_uncertainty = None
         self.recovery = Recovery(volume, root=self.recovery_root)
         self.changed.emit()
+
+    def set_loop(self, loop: Loop) -> None:
+        """Drive ``loop`` (its labels must view `_buffer`); relay its events."""
+        self.loop = loop
+        loop.reviewed_changed.connect(self.reviewed_changed.emit)
+        loop.model_changed.connect(self.changed.emit)
+
+    @property
+    def workspace(self) -> Workspace | None:
+        return self.loop.workspace if self.loop is not None else None
+
+    @property
+    def model(self):
+        """The live model (`LoadedModel`) of the loop, None before one is made or opened."""
+        return self.loop.model if self.loop is not None else None
+
+    @property
+    def last_uncertainty(self) -> np.ndarray | None:
+        return self.loop.last_uncertainty if self.loop is not None else None
 
     def find_image(self):
         """The selected plugin image, else the last one in the viewer."""
@@ -87,14 +110,14 @@ class LoopSession:
         ws = self.workspace
         ws.label_names = list(label_names or ws.label_names)
         ws.label_colors = list(label_colors or ws.label_colors)
-        data, kwargs, _ = labels_layer_data(
+        _, kwargs, _ = labels_layer_data(
             ws.image.with_array(ws.labels),
             f"{self.image_layer.name} segmentation",
             ws.label_names,
             ws.label_colors,
         )
-        # its own C-ordered array: never a view of the workspace's (or another layer's)
-        self.labels_layer = self.viewer.add_labels(np.ascontiguousarray(data).copy(), **kwargs)
+        # the layer shows the loop's own buffer: painting writes into the loop's labels
+        self.labels_layer = self.viewer.add_labels(self._buffer, **kwargs)
         self.labels_layer.events.paint.connect(self._on_paint)
         self.changed.emit()
         return self.labels_layer
@@ -117,13 +140,28 @@ class LoopSession:
                 f"labels layer {layer.name!r} is on another grid: its voxel size, position "
                 f"or orientation differs from the scan {image.name!r}"
             )
+        data = layer.data
+        if not (isinstance(data, np.ndarray) and data.flags.c_contiguous and data.flags.writeable):
+            data = np.ascontiguousarray(np.array(data))
+        self.loop.use_labels(self.geometry.to_native(data))
+        if data is not layer.data:
+            layer.data = data  # once, on adoption
+        self._buffer = data
         self.labels_layer = layer
         layer.events.paint.connect(self._on_paint)
         self.changed.emit()
 
+    def start_new_labels(self) -> None:
+        """The next prediction goes into a new, empty labels layer (nothing reviewed)."""
+        self.require_image()
+        buffer = np.zeros(self.geometry.display_shape, dtype=np.uint8)
+        self.loop.use_labels(self.geometry.to_native(buffer))
+        self._buffer, self.labels_layer = buffer, None
+        self.changed.emit()
+
     def labels_native(self) -> np.ndarray:
-        """The labels layer's data on the scan's native grid (a view)."""
-        return self.geometry.to_native(np.asarray(self.labels_layer.data))
+        """The loop's labels on the scan's native grid (a view of the layer's data)."""
+        return self.loop.labels
 
     # --- reviewed slices ----------------------------------------------------------------
     @property
@@ -131,6 +169,8 @@ class LoopSession:
         return self.geometry.display_axis(self.workspace.slice_axis)
 
     def _on_paint(self, event) -> None:
+        if self._merging:  # our own merge, recorded for undo: not the user's review
+            return
         axis = self.review_display_axis
         touched: set[int] = set()
         for atom in event.value:
@@ -140,9 +180,8 @@ class LoopSession:
 
     def mark_reviewed_display(self, display_indices) -> None:
         native = self.geometry.to_native_index(self.workspace.slice_axis, display_indices)
-        self.workspace.mark_reviewed(np.atleast_1d(native))
         self.dirty = True
-        self.reviewed_changed.emit()
+        self.loop.mark_reviewed(np.atleast_1d(native).tolist())
 
     def current_display_slice(self) -> int:
         return int(self.viewer.dims.current_step[self.review_display_axis])
@@ -164,53 +203,36 @@ class LoopSession:
         self.viewer.dims.set_current_step(self.review_display_axis, int(index))
 
     def next_slice_to_review(self) -> int | None:
-        """Display index of the most uncertain unreviewed slice (or the one farthest
-        from every reviewed slice when no uncertainty is known)."""
-        ws = self.workspace
-        n = ws.n_slices
-        unreviewed = np.array(sorted(set(range(n)) - ws.reviewed))
-        if unreviewed.size == 0:
+        """Display index of the loop's next slice to review (None: all reviewed)."""
+        native = self.loop.next_to_review()
+        if native is None:
             return None
-        if self.last_uncertainty is not None:
-            axes = tuple(a for a in range(3) if a != ws.slice_axis)
-            per_slice = self.last_uncertainty.mean(axis=axes)
-            best = int(unreviewed[np.argmax(per_slice[unreviewed])])
-        elif ws.reviewed:
-            reviewed = np.array(sorted(ws.reviewed))
-            distance = np.min(np.abs(unreviewed[:, None] - reviewed[None, :]), axis=1)
-            best = int(unreviewed[np.argmax(distance)])
-        else:
-            best = int(unreviewed[len(unreviewed) // 2])
-        return int(self.geometry.to_display_index(ws.slice_axis, best))
+        return int(self.geometry.to_display_index(self.workspace.slice_axis, native))
 
     # --- predictions ----------------------------------------------------------------------
-    def merge_prediction(self, display: np.ndarray) -> int:
-        """Write a prediction into the labels layer on unreviewed slices only.
+    def merge_prediction(self, prediction) -> int:
+        """Merge a `Prediction` into the labels layer as ONE undo step; returns voxels changed.
 
-        The reviewed set is read now (not when the prediction started), so slices the
-        user painted while it ran are kept. Runs of unreviewed slices are copied into the
-        layer's array in place (on the GUI thread, so no whole-volume temporary: a
-        ``np.where`` over the volume plus a new layer array took several times longer).
-        ``display`` is the prediction in the layer's (display) order, reoriented by the
-        caller off the GUI thread. Returns the number of voxels changed.
+        The loop decides what to write (unreviewed slices only, the reviewed set read
+        now, so slices painted while it ran are kept); the layer writes it with
+        ``data_setitem``, which records the old values, so Ctrl-Z restores the labels
+        exactly as they were before the merge, including what the user painted.
         """
         layer = self.ensure_labels_layer()
-        data = layer.data
-        if not (isinstance(data, np.ndarray) and data.flags.writeable):
-            data = np.array(data)
-        axis = self.review_display_axis
-        todo = sorted(set(range(data.shape[axis])) - set(self.reviewed_display()))
-        changed = 0
-        for lo, hi in _runs(todo):
-            block = tuple(slice(lo, hi) if a == axis else slice(None) for a in range(data.ndim))
-            changed += int(np.count_nonzero(data[block] != display[block]))
-            np.copyto(data[block], display[block], casting="unsafe")
-        if data is layer.data:
-            layer.refresh()
-        else:
-            layer.data = data
+
+        def write(edit: Edit) -> None:
+            if not edit.voxels:
+                return
+            index = self.geometry.to_display_indices(edit.index)
+            self._merging = True
+            try:
+                layer.data_setitem(index, edit.new)
+            finally:
+                self._merging = False
+
+        edit = self.loop.merge(prediction, writer=write)
         self.dirty = True
-        return changed
+        return edit.voxels
 
     # --- autosave -----------------------------------------------------------------------
     def autosave(self, *, wait: bool = False) -> bool:
@@ -260,29 +282,14 @@ class LoopSession:
             return False
         self.workspace.slice_axis = axis
         layer = self.ensure_labels_layer()
-        layer.data = self.geometry.to_display(labels).copy()
-        self.workspace.reviewed = set(reviewed)
-        self.reviewed_changed.emit()
+        np.copyto(self.loop.labels, labels, casting="unsafe")
+        layer.refresh()
+        self.loop.mark_reviewed(sorted(reviewed))
         return True
 
     def models_folder(self) -> Path:
-        """Where new model versions are written: the workspace's, else a cache folder."""
-        ws = self.workspace
-        if ws is not None and ws.folder is not None:
-            return ws.folder / "models"
-        root = self.recovery.folder if self.recovery is not None else Path.cwd()
-        return root / "models"
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Sorted indices → ``[(start, stop), ...]`` of consecutive runs."""
-    runs: list[tuple[int, int]] = []
-    for i in indices:
-        if runs and runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], i + 1)
-        else:
-            runs.append((i, i + 1))
-    return runs
+        """Where new model versions are written (the loop's choice)."""
+        return self.loop.models_folder
 
 
 def touched_slices(atom: Any, axis: int) -> set[int]:

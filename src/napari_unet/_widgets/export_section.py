@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QLabel, QMessageBox, QPushButton
@@ -15,11 +16,6 @@ from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.outputs import atomic_output, check_output
 
 AUTOSAVE_MS = 5000
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    with atomic_output(target) as tmp:
-        shutil.copyfile(source, tmp)
 
 
 class ExportSection(QGroupBox):
@@ -51,55 +47,45 @@ class ExportSection(QGroupBox):
 
     # --- actions -------------------------------------------------------------------------
     def save_labels(self, path: str | Path) -> Path:
+        """The labels as NIfTI in the scan's geometry (the file dialog asked before
+        replacing a file; the scan itself is never replaced)."""
         layer = self.session.labels_layer
         if layer is None or layer not in self.session.viewer.layers:
             raise InputError("there is no segmentation to save yet")
-        # The file dialog has asked before replacing a file; the scan itself never is.
-        check_output(path, overwrite=True, inputs=[self._scan_source()])
-        layer.save(str(path), plugin="napari-unet")
-        show_info(f"labels saved to {path} in the scan's geometry")
-        return Path(path)
+        out = self.session.loop.export(path, overwrite=True)
+        show_info(f"labels saved to {out} in the scan's geometry")
+        return out
 
     def save_model(self, path: str | Path) -> Path:
         source = self.session.workspace.model_path() if self.session.workspace else None
         if source is None or not source.exists():
             raise InputError("there is no model to save yet")
         check_output(path, overwrite=True, inputs=[source, self._scan_source()])
-        _copy_atomic(source, Path(path))
+        with atomic_output(path) as tmp:
+            shutil.copyfile(source, tmp)
         return Path(path)
 
     def save_workspace(self, folder: str | Path) -> Path:
-        session = self.session
-        ws = session.workspace
-        if ws is None:
+        if self.session.loop is None:
             raise InputError("open a scan first")
-        ws.check_target(Path(folder))  # before anything is written into it
-        if session.labels_layer is not None:
-            ws.labels = session.labels_native().copy()
-        models = Path(folder) / "models"
-        models.mkdir(parents=True, exist_ok=True)
-        for version in ws.models:  # bring model files into the workspace
-            source = ws.model_path(version.hash)
-            if source is not None and source.exists() and source.parent != models:
-                _copy_atomic(source, models / source.name)
-                version.file = source.name
-        ws.save(folder, checked=True)
-        show_info(f"workspace saved to {folder}")
-        return Path(folder)
+        saved = self.session.loop.save(folder)
+        show_info(f"workspace saved to {saved}")
+        return saved
 
     def open_workspace(self, folder: str | Path) -> None:
-        from napari_unet.models.files import load_model
-        from napari_unet.workspace import Workspace
+        from napari_unet.loop import Loop
 
         session = self.session
-        ws = Workspace.open(folder)
-        data, kwargs, _ = image_layer_data(ws.image, Path(folder).name)
+        loop = Loop.open(folder, device=session.device)
+        data, kwargs, _ = image_layer_data(loop.image, Path(folder).name)
         session.attach_image(session.viewer.add_image(data, **kwargs))
-        session.workspace = ws
+        # the reopened loop takes over the session's buffer: one array, as always
+        np.copyto(session.loop.labels, loop.labels, casting="unsafe")
+        loop.workspace.labels = session.loop.labels
+        session.set_loop(loop)
+        ws = loop.workspace
         session.ensure_labels_layer(ws.label_names, ws.label_colors)
-        session.labels_layer.data = session.geometry.to_display(ws.labels).copy()
-        if ws.current is not None and ws.model_path() is not None:
-            session.model = load_model(ws.model_path())
+        session.labels_layer.refresh()
         session.changed.emit()
         session.reviewed_changed.emit()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from napari.utils.notifications import show_error, show_info
@@ -21,10 +20,6 @@ from qtpy.QtWidgets import (
 
 from napari_unet._widgets._session import LoopSession
 from napari_unet.errors import InputError
-from napari_unet.workspace import ModelVersion
-
-#: Neighbouring slices on each side fed to new 2D models as extra channels.
-CONTEXT_SLICES_2D = 1
 
 RECOMMENDED = "Recommended (full-resolution U-Net)"
 ARCH_NAMES = {
@@ -76,69 +71,28 @@ class ModelSection(QGroupBox):
     def new_model(self, labels: list[str], *, spatial_dims: int = 2, arch: str = "recommended"):
         """Create an untrained model for the current scan and make it current.
 
-        "recommended" is `training.recommended_spec`: the network the fine-tuning defaults
-        were tuned for (it learns from a few reviewed slices); the others are presets.
+        The loop's one spec factory chooses the network, context slices and the
+        normalisation for the scan's modality. Returns the model file.
         """
-        from napari_unet.models.files import save_model
-        from napari_unet.models.spec import preset_spec
-
-        if not labels:
-            raise InputError("give at least one label name (e.g. 'tumour')")
         session = self.session
-        image = session.require_image()
-        modality = session.workspace.image.modality
-        if arch == "recommended":
-            from napari_unet.training import recommended_spec
-
-            spec = recommended_spec(labels, modality=modality, spatial_dims=spatial_dims)
-        else:
-            spec = preset_spec(
-                arch,
-                spatial_dims=spatial_dims,
-                labels=labels,
-                modality=modality,
-                context_slices=CONTEXT_SLICES_2D if spatial_dims == 2 else 0,
-            )
-        from napari_unet.models.build import build_model
-
-        folder = session.models_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
-        lineage = {"parent": None, "note": "new, untrained", "image": image.name}
-        digest = save_model(path, build_model(spec), spec, lineage)
-        self._adopt(path, ModelVersion(str(path), digest, None, note="untrained"))
-        return path
+        session.require_image()
+        version = session.loop.new_model(labels, spatial_dims=spatial_dims, arch=arch)
+        self._show_labels()
+        return Path(version.file)
 
     def open_model(self, path: str | Path) -> None:
-        from napari_unet.models.files import load_model
-
-        loaded = load_model(path)
         self.session.require_image()
-        parent = loaded.lineage.get("parent") if isinstance(loaded.lineage, dict) else None
-        metrics = loaded.lineage.get("metrics", {}) if isinstance(loaded.lineage, dict) else {}
-        self._adopt(path, ModelVersion(str(path), loaded.hash, parent, metrics=metrics),
-                    loaded=loaded)  # fmt: skip
+        self.session.loop.open_model(path)
+        self._show_labels()
 
-    def _adopt(self, path, version: ModelVersion, loaded=None) -> None:
-        from napari_unet.models.files import load_model
-
-        session = self.session
-        session.model = loaded or load_model(path)
-        spec = session.model.spec
-        session.workspace.add_model(version)
-        session.workspace.current = version.hash
-        session.ensure_labels_layer(spec.labels, spec.colors)
-        session.changed.emit()
+    def _show_labels(self) -> None:
+        spec = self.session.model.spec
+        self.session.ensure_labels_layer(spec.labels, spec.colors)
+        self.session.changed.emit()
 
     def roll_back(self, version_hash: str) -> None:
-        from napari_unet.models.files import load_model
-
-        ws = self.session.workspace
-        path = ws.model_path(version_hash)
-        ws.roll_back(version_hash)
-        self.session.model = load_model(path)
+        self.session.loop.use_version(version_hash)
         show_info(f"now using model version {version_hash[:8]}")
-        self.session.changed.emit()
 
     # --- Qt slots --------------------------------------------------------------------------
     def _new_clicked(self) -> None:

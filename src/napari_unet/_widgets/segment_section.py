@@ -65,6 +65,7 @@ class SegmentSection(QGroupBox):
         self.cancel_button.clicked.connect(self.cancel)
         self.show_uncertainty_button.clicked.connect(self.show_uncertainty)
         self.labels_combo.activated.connect(self._labels_chosen)
+        self.device_combo.currentTextChanged.connect(self._device_chosen)
         session.changed.connect(self.refresh_labels_choices)
         layers = session.viewer.layers.events
         for event in (layers.inserted, layers.removed):
@@ -84,12 +85,17 @@ class SegmentSection(QGroupBox):
             self.labels_combo.setCurrentIndex(names.index(current.name) + 1)
         self.labels_combo.blockSignals(False)
 
+    def _device_chosen(self, device: str) -> None:
+        self.session.device = device
+        if self.session.loop is not None:
+            self.session.loop.device = device
+
     def _labels_chosen(self, index: int) -> None:
         session = self.session
         name = self.labels_combo.itemText(index)
         try:
             if name == NEW_LAYER:
-                session.labels_layer = None  # the next prediction makes one
+                session.start_new_labels()  # the next prediction makes its layer
             else:
                 session.use_labels_layer(session.viewer.layers[name])
         except InputError as e:
@@ -99,50 +105,32 @@ class SegmentSection(QGroupBox):
     def run(self, *, only_unreviewed: bool = True, on_done=None):
         """Predict (the unreviewed slices of a 2D model) and merge into the labels layer.
 
-        Returns the worker. Reviewed slices are never overwritten.
+        Returns the worker. Reviewed slices are never overwritten; the merge is one
+        step of the labels layer's undo history.
         """
-        from napari_unet.inference.predict import predict_steps
-
         session = self.session
         session.require_image()
-        model = session.model
-        if model is None:
+        loop = session.loop
+        if loop.model is None:
             raise InputError("create or open a model first (step 1)")
-        labels = session.ensure_labels_layer(model.spec.labels, model.spec.colors)
-        n_classes = len(model.spec.labels)
-        top = int(np.max(labels.data)) if labels.data.size else 0
-        if top > n_classes:
-            raise InputError(
-                f"the labels layer holds label {top}, but the model knows {n_classes} "
-                f"label(s) ({', '.join(model.spec.labels)}): use a model with matching labels"
-            )
-        ws = session.workspace
-        slices = None
-        if only_unreviewed and ws.reviewed and model.spec.spatial_dims == 2:
-            slices = sorted(set(range(ws.n_slices)) - ws.reviewed)
-            if not slices:
-                show_info("every slice is reviewed: nothing to predict")
-                return None
-        device = self.device_combo.currentText()
-        uncertainty = self.uncertainty_check.isChecked()
-
-        geometry = session.geometry
+        session.ensure_labels_layer(loop.model.spec.labels, loop.model.spec.colors)
+        if (
+            only_unreviewed
+            and loop.model.spec.spatial_dims == 2
+            and (len(loop.reviewed) == loop.workspace.n_slices)
+        ):
+            show_info("every slice is reviewed: nothing to predict")
+            return None
+        predict = loop.predict(only_unreviewed=only_unreviewed,
+                               uncertainty=self.uncertainty_check.isChecked())  # fmt: skip
 
         def job():
-            prediction = yield from predict_steps(
-                model, None, ws.image, device=device, slices=slices,
-                slice_axis=ws.slice_axis if model.spec.spatial_dims == 2 else None,
-                uncertainty=uncertainty,
-            )  # fmt: skip
-            # reoriented here, in the worker: the GUI thread only copies whole slices
-            display = np.ascontiguousarray(geometry.to_display(prediction.labels.array))
-            return prediction, display
+            return (yield from predict)
 
-        def done(result) -> None:
-            prediction, display = result
-            changed = session.merge_prediction(display)
+        def done(prediction) -> None:
+            changed = session.merge_prediction(prediction)
             if prediction.uncertainty is not None:
-                self._keep_uncertainty(prediction.uncertainty.array)
+                self._keep_uncertainty(loop.last_uncertainty)
             for message in prediction.messages:
                 show_info(message)
             self.status.setText(
@@ -168,7 +156,6 @@ class SegmentSection(QGroupBox):
         the end of every prediction.
         """
         session = self.session
-        session.last_uncertainty = native
         self.show_uncertainty_button.setEnabled(True)
         name = self._uncertainty_name()
         if name in session.viewer.layers:

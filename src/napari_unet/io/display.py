@@ -99,6 +99,13 @@ class DisplayGeometry:
         """Display index along the axis showing ``native_axis`` (the inverse map)."""
         return self.to_native_index(native_axis, native_index)  # a flip is its own inverse
 
+    def to_display_indices(self, index: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        """A native fancy index ``(i, j, k)`` → the same voxels' display fancy index."""
+        out: list[np.ndarray] = [np.empty(0, np.intp)] * 3
+        for axis, values in enumerate(index):
+            out[self.display_axis(axis)] = np.asarray(self.to_display_index(axis, values))
+        return tuple(out)
+
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for ``layer.metadata[METADATA_KEY]``."""
         return {

@@ -235,6 +235,24 @@ class Loop:
             raise InputError("create or open a model first")
         return self.model
 
+    def use_labels(self, labels: np.ndarray) -> None:
+        """Work on another labels array from now on (in place; nothing reviewed yet).
+
+        Args:
+            labels: ``(i, j, k)`` on the scan's grid, e.g. a view of another layer.
+        """
+        self._idle("change the labels")
+        if tuple(labels.shape) != self.image.shape:
+            raise InputError(
+                f"labels of shape {tuple(labels.shape)} are not on the scan's grid "
+                f"{self.image.shape}"
+            )
+        self.workspace.labels = labels
+        self.workspace.reviewed = set()
+        self.last_uncertainty = None
+        self.labels_changed.emit(None)
+        self.reviewed_changed.emit()
+
     # --- review ----------------------------------------------------------------------------
     def mark_reviewed(self, slices: Iterable[int]) -> set[int]:
         """Mark slices (native indices along `slice_axis`) as reviewed; returns the new ones."""
@@ -296,13 +314,29 @@ class Loop:
                           device=self.device, uncertainty=uncertainty, stop=stop)  # fmt: skip
         return self._guarded(job)
 
-    def merge(self, prediction: Any, *, only: Iterable[int] | None = None) -> Edit:
+    def merge(
+        self,
+        prediction: Any,
+        *,
+        only: Iterable[int] | None = None,
+        writer: Callable[[Edit], None] | None = None,
+    ) -> Edit:
         """Write a prediction into the labels on unreviewed slices (read now, so slices
-        reviewed while it ran are kept). Returns the `Edit` (one undo step)."""
+        reviewed while it ran are kept). Returns the `Edit` (one undo step).
+
+        Args:
+            prediction: a `Prediction`, a label `Volume` or an array on the scan's grid.
+            only: write only these slices (e.g. the empty ones).
+            writer: applies the Edit to the labels itself (the panel records it in
+                napari's undo history); None writes it here.
+        """
         labels_array = getattr(prediction, "labels", prediction)
         array = np.asarray(getattr(labels_array, "array", labels_array))
         edit = merge_unreviewed(self.labels, array, reviewed=self.workspace.reviewed,
-                                slice_axis=self.slice_axis, only=only)  # fmt: skip
+                                slice_axis=self.slice_axis, only=only,
+                                write=writer is None)  # fmt: skip
+        if writer is not None:
+            writer(edit)
         unc = getattr(prediction, "uncertainty", None)
         if unc is not None:
             self.last_uncertainty = np.asarray(unc.array)

@@ -56,6 +56,7 @@ def merge_unreviewed(
     reviewed: Iterable[int],
     slice_axis: int,
     only: Iterable[int] | None = None,
+    write: bool = True,
 ) -> Edit:
     """Copy ``prediction`` into ``labels`` in place, on unreviewed slices only.
 
@@ -68,6 +69,7 @@ def merge_unreviewed(
         reviewed: slice indices along ``slice_axis`` that are never written.
         slice_axis: the axis slices are reviewed along.
         only: if given, only these slices are written (e.g. the empty ones).
+        write: False computes the Edit without writing (the caller applies it).
 
     Returns:
         The Edit (voxels changed, old and new values).
@@ -87,7 +89,8 @@ def merge_unreviewed(
             continue
         olds.append(current[changed].copy())
         news.append(wanted[changed].astype(labels.dtype, copy=False))
-        current[changed] = news[-1]
+        if write:
+            current[changed] = news[-1]
         offset = [lo if a == slice_axis else 0 for a in range(3)]
         parts.append(tuple(c + o for c, o in zip(changed, offset, strict=True)))
     if not parts:

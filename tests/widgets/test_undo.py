@@ -1,0 +1,69 @@
+"""Undo in the panel: a merged prediction is one undo step that restores the labels bit
+for bit (including what the user painted); rolling back a model never touches labels;
+the labels layer shows the loop's own labels (one buffer)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _open(panel, path):
+    (layer,) = panel.viewer.open(str(path), plugin="napari-unet")
+    return layer
+
+
+def _predict(panel, qtbot):
+    panel.segment_section.run()
+    qtbot.waitUntil(lambda: panel.segment_section.run_button.isEnabled(), timeout=60000)
+
+
+def test_the_labels_layer_is_the_loops_labels(panel, tiny_scan):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    session = panel.session
+    session.labels_layer.paint((3, 10, 12), 1, refresh=True)
+    assert np.shares_memory(session.labels_layer.data, session.loop.labels)
+    np.testing.assert_array_equal(
+        session.geometry.to_display(session.loop.labels), session.labels_layer.data
+    )
+    assert session.loop.reviewed == {int(session.geometry.to_native_index(2, 3))}
+
+
+def test_ctrl_z_after_a_merge_restores_the_labels_exactly(panel, tiny_scan, qtbot):
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    labels = panel.session.labels_layer
+    labels.paint((2, 18, 18), 1, refresh=True)  # a correction on display slice 2
+    labels.paint((6, 5, 5), 1, refresh=True)  # and one on slice 6
+    labels.data[8, 30:33, 30:33] = 1  # content on an unreviewed slice, e.g. from a file
+    before = labels.data.copy()
+    reviewed = panel.session.reviewed_display()
+    _predict(panel, qtbot)
+    assert not np.array_equal(labels.data, before)  # the untrained net changed something
+    np.testing.assert_array_equal(labels.data[[2, 6]], before[[2, 6]])
+    assert panel.session.reviewed_display() == reviewed  # the merge reviews nothing
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)  # bit for bit
+    assert panel.session.reviewed_display() == reviewed
+    labels.undo()  # the step before the merge: the user's last stroke
+    assert labels.data[6, 5, 5] == 0 and labels.data[2, 18, 18] == 1
+    labels.redo()
+    labels.redo()
+    np.testing.assert_array_equal(labels.data[[2, 6]], before[[2, 6]])
+    assert not np.array_equal(labels.data, before)  # the merge is back
+
+
+def test_rolling_back_a_model_version_does_not_touch_the_labels(panel, tiny_scan, qtbot):
+    _open(panel, tiny_scan[0])
+    first = panel.model_section.new_model(["ball"], spatial_dims=2)
+    second = panel.model_section.new_model(["ball"], spatial_dims=2)
+    assert first != second
+    _predict(panel, qtbot)
+    labels = panel.session.labels_layer
+    before = labels.data.copy()
+    history = len(labels._undo_history)
+    first_hash = panel.session.loop.versions[0].hash
+    panel.model_section.roll_back(first_hash)
+    assert panel.session.model.hash == first_hash
+    np.testing.assert_array_equal(labels.data, before)
+    assert len(labels._undo_history) == history
