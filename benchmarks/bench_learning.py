@@ -75,7 +75,8 @@ def multi_otsu_dice(image: np.ndarray, truth: np.ndarray, n_labels: int) -> list
 
 def run_sample(key: str, *, device: str, k: int, rounds: int, quick: bool, log) -> dict:
     from napari_unet.samples import load_sample
-    from napari_unet.training import TrainConfig, recommended_spec, simulate
+    from napari_unet.loop.simulation import simulate
+    from napari_unet.training import TrainConfig, recommended_spec
 
     s = load_sample(key)
     spec = recommended_spec(s.label_names, modality=s.image.modality)

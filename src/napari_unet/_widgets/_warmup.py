@@ -23,8 +23,9 @@ MODULES = (
     "napari_unet.training.trainer",
     "napari_unet.training.augment",
     "napari_unet.training.loss",
-    "napari_unet.training.lineage",
-    "napari_unet.training.simulation",
+    "napari_unet.training.scoring",
+    "napari_unet.training.versions",
+    "napari_unet.loop",
 )
 
 _done = threading.Event()

@@ -22,6 +22,7 @@ from napari_unet.cli._common import (
     prepare_output,
     warn,
 )
+from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
 from napari_unet.outputs import atomic_output, check_distinct
 
@@ -118,40 +119,27 @@ def cmd_new_model(args: argparse.Namespace) -> int:
 
 
 def _new_spec(args: argparse.Namespace, patch: tuple[int, ...] | None):
-    """The ModelSpec `new-model` asks for (ValueError from the spec's own validation)."""
-    from dataclasses import replace
+    """The ModelSpec `new-model` asks for, from the one spec factory (ValueError from
+    the spec's own validation)."""
+    from napari_unet.training.recipe import make_spec
 
-    from napari_unet.models import preset_spec
-
-    spacing = tuple(args.spacing) if args.spacing else None
-    if args.arch != "recommended":
-        return preset_spec(
-            args.arch,
-            spatial_dims=args.dims,
-            labels=args.labels,
-            modality=args.modality,
-            context_slices=args.context_slices or 0,
-            patch_size=patch,
-            target_spacing=spacing,
-        )
-    from napari_unet.training import recommended_spec
-
-    spec = recommended_spec(
+    return make_spec(
         args.labels,
         modality=args.modality,
+        arch=args.arch,
         spatial_dims=args.dims,
-        context_slices=1 if args.context_slices is None else args.context_slices,
+        context_slices=args.context_slices,
         patch_size=patch,
+        target_spacing=tuple(args.spacing) if args.spacing else None,
     )
-    return replace(spec, target_spacing=spacing) if spacing else spec
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from napari_unet.inference import predict_steps
     from napari_unet.inference.checks import check_finite_image
+    from napari_unet.inference.preprocess import spec_slice_axis
     from napari_unet.io.nifti import save_nifti
     from napari_unet.io.reader import load_volume
-    from napari_unet.jobs import run_job
+    from napari_unet.loop import Loop
     from napari_unet.models import load_model
 
     check_distinct(("-o", args.out), ("--uncertainty", args.uncertainty))
@@ -180,24 +168,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         warn(
             f"{args.model} is a {spec.modality} model but {args.image} looks like {volume.modality}"
         )
+    axis = spec_slice_axis(spec, volume.through_plane_axis, args.slice_axis)
+    loop = Loop(volume, slice_axis=axis, device=args.device)
+    loop.set_model(loaded)
     try:
-        job = predict_steps(
-            loaded,
-            None,
-            volume,
-            device=args.device,
-            batch_size=args.batch_size,
-            slice_axis=args.slice_axis,
-            uncertainty=unc is not None,
-        )
-        pred = run_job(job, _progress_printer())
+        job = loop.predict(only_unreviewed=False, uncertainty=unc is not None,
+                           batch_size=args.batch_size)  # fmt: skip
+        pred = drain(job, "predicting", enabled=not args.json)
     except ValueError as e:
         if isinstance(e, InputError):
             raise
         raise InputError(f"{args.model} on {args.image}: {e}") from None
     for message in pred.messages:
         warn(message, kind="note")
-    save_nifti(pred.labels, out, overwrite=args.overwrite)
+    loop.merge(pred)
+    loop.export(out, overwrite=args.overwrite)
     if unc is not None:
         save_nifti(pred.uncertainty, unc, overwrite=args.overwrite)
     _report_prediction(args, volume, pred, spec)
@@ -226,17 +211,6 @@ def _report_prediction(args: argparse.Namespace, volume, pred, spec) -> None:
                 f"{pred.device}); voxels: " + ", ".join(f"{k} {v}" for k, v in counts.items())
             )
         )
-
-
-def _progress_printer():
-    if not sys.stderr.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        print(f"\rpredicting {done}/{total}", end=end, file=sys.stderr, flush=True)
-
-    return show
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

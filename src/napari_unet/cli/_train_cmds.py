@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from napari_unet.cli._common import (
     IGNORE_LABEL,
@@ -22,6 +21,7 @@ from napari_unet.cli._common import (
     prepare_output,
     warn,
 )
+from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -194,58 +194,20 @@ def _load_pair(
 
 
 def _new_spec(image, n_classes: int, names: list[str] | None):
-    from napari_unet.training.recipe import recommended_spec
+    """A new model's spec through the loop's one factory (CT or MR guessed from the scan)."""
+    from napari_unet.training.recipe import guess_modality, make_spec
 
     labels = list(names or [f"label{i}" for i in range(1, max(n_classes, 1) + 1)])
-    modality = image.modality
-    if modality not in ("CT", "MR"):
-        # NIfTI files do not say; HU values below -500 (air) mean CT. Anything else gets
-        # the MR normalisation (percentiles + z-score), which suits any non-HU scan;
-        # "none" (raw values) measured Dice 0.81 instead of 0.96 on the MR sample.
-        import numpy as np
-
-        modality = "CT" if float(np.percentile(image.array[::4, ::4, ::2], 1)) < -500 else "MR"
     try:
-        return recommended_spec(labels, modality=modality)
+        return make_spec(labels, modality=guess_modality(image.array, image.modality))
     except (ValueError, TypeError) as e:
         raise InputError(f"--labels-names: {e}") from None
 
 
-def _printer(enabled: bool):
-    if not enabled:
-        return None
-
-    def show(event) -> None:
-        d = event.data
-        val = "" if d.get("val_dice") is None else f" val Dice {d['val_dice']:.3f}"
-        rnd = f"round {d['round']} " if "round" in d else ""
-        print(
-            f"\r{rnd}step {event.done}/{event.total} loss {d['loss']:.3f}{val} "
-            f"eta {d['eta']:.0f}s   ",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return show
-
-
-def _drain(job, show):
-    while True:
-        try:
-            event = next(job)
-        except StopIteration as done:
-            if show is not None:
-                print(file=sys.stderr)
-            return done.value
-        if show is not None:
-            show(event)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from napari_unet.models.files import load_model
-    from napari_unet.training.lineage import save_version
-    from napari_unet.training.trainer import finetune_steps
+    import numpy as np
+
+    from napari_unet.loop import Loop
 
     out = prepare_output(
         args.out,
@@ -267,54 +229,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         ignore_label=args.ignore_label,
         slices=args.slices,
     )
-    replay_axis, replay_slices = (
-        parse_slices(args.replay_slices, image.shape, "--replay-slices")
+    replay = (
+        parse_slices(args.replay_slices, image.shape, "--replay-slices")[1]
         if args.replay_slices
-        else (axis, None)
+        else []
     )
-    parent = load_model(args.from_model) if args.from_model else None
-    spec = parent.spec if parent else _new_spec(image, check.top_label, args.labels_names)
-    data = [_sparse(image, labels, spec, args, slices, axis, seed=args.seed)]
-    replay = []
-    replay_only = sorted(set(replay_slices or []) - set(slices or []))
-    if replay_only:
-        replay.append(_sparse(image, labels, spec, args, replay_only, replay_axis, args.seed + 1))
-    show = _printer(sys.stderr.isatty() and not args.json)
-    result = _drain(finetune_steps(parent, spec, data, replay=replay, config=cfg), show)
-    digest = save_version(out, result, image=str(args.image))
-    _report_training(args, out, digest, result)
+    loop = Loop(image, np.asarray(labels.array), slice_axis=axis, device=args.device)
+    spec = None
+    if args.from_model:
+        loop.open_model(args.from_model)
+    else:
+        spec = _new_spec(image, check.top_label, args.labels_names)
+    options = {"all_voxels": True, "ignore_label": args.ignore_label}
+    if slices:
+        loop.mark_reviewed(sorted(set(slices) | set(replay)))
+        options = {"previous": replay}
+    job = loop.finetune(cfg, out=out, spec=spec, seed=args.seed, **options)
+    trained = drain(job, "fine-tuning", enabled=not args.json)
+    loop.add_version(trained)
+    _report_training(args, trained)
     return 0
 
 
-def _sparse(image, labels, spec, args, slices, axis, seed):
-    from napari_unet.training.data import sparse_volume
-
-    return sparse_volume(
-        image,
-        labels,
-        spec,
-        slices=slices,
-        slice_axis=axis,
-        ignore_label=args.ignore_label,
-        seed=seed,
-        name=str(args.labels),
-    )
-
-
-def _report_training(args: argparse.Namespace, out, digest: str, result) -> None:
-    m = result.metrics
+def _report_training(args: argparse.Namespace, trained) -> None:
+    m = trained.metrics
+    drift = m.get("drift_check")
     summary = {
-        "out": str(out),
-        "hash": digest,
-        "parent": result.parent_hash or None,
+        "out": str(trained.path),
+        "hash": trained.hash,
+        "parent": trained.parent,
         "steps": m["steps"],
         "seconds": m["seconds"],
         "val_dice": m["val_dice"],
         "val_dice_per_class": m["val_dice_per_class"],
         "best_step": m["best_step"],
         "device": m["device"],
-        "drift": result.drift,
-        "labelled_voxels": int(sum(d["train_voxels"] + d["val_voxels"] for d in result.data)),
+        "drift": drift,
+        "labelled_voxels": m["labelled_voxels"],
     }
     if args.json:
         print(json.dumps(summary))
@@ -322,14 +273,14 @@ def _report_training(args: argparse.Namespace, out, digest: str, result) -> None
     val = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
     print(
         one_line(
-            f"wrote {out} ({m['steps']} steps, {m['seconds']:.1f} s on {m['device']}; "
-            f"validation Dice {val}; hash {digest[:12]})"
+            f"wrote {trained.path} ({m['steps']} steps, {m['seconds']:.1f} s on {m['device']}; "
+            f"validation Dice {val}; hash {trained.hash[:12]})"
         )
     )
-    if result.drift and result.drift["flagged"]:
+    if drift and drift["flagged"]:
         warn(
             "this version does worse than its parent on the replayed slices (Dice "
-            f"{result.drift['child_dice']:.4f} < {result.drift['parent_dice']:.4f}); "
+            f"{drift['child_dice']:.4f} < {drift['parent_dice']:.4f}); "
             f"roll back with --from {args.from_model}"
         )
 
@@ -337,9 +288,8 @@ def _report_training(args: argparse.Namespace, out, digest: str, result) -> None
 def cmd_simulate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from napari_unet.loop.simulation import save_final, simulate_steps
     from napari_unet.models.files import load_model
-    from napari_unet.training.lineage import save_version
-    from napari_unet.training.simulation import simulate_steps
 
     out = None
     if args.save:
@@ -357,7 +307,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     parent = load_model(args.from_model) if args.from_model else None
     spec = parent.spec if parent else _new_spec(image, check.top_label, None)
     later = replace(cfg, steps=args.later_steps, seconds=None) if args.later_steps else None
-    show = _printer(sys.stderr.isatty() and not args.json)
     job = simulate_steps(
         image,
         truth,
@@ -371,10 +320,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         finetune_config=later,
         device=args.device,
     )
-    result = _drain(job, show)
+    result = drain(job, "simulating", enabled=not args.json)
     summary = result.to_dict()
     if out is not None and result.final is not None:
-        summary["saved"] = {"path": str(out), "hash": save_version(out, result.final)}
+        summary["saved"] = {"path": str(out), "hash": save_final(result, out)}
     if args.json:
         print(json.dumps(summary))
         return 0

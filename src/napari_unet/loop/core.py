@@ -181,6 +181,14 @@ class Loop:
         return self._adopt(Path(path), loaded.hash, lineage.get("parent"),
                            metrics=lineage.get("metrics") or {}, loaded=loaded)  # fmt: skip
 
+    def set_model(self, loaded: Any) -> ModelVersion:
+        """Make an in-memory `LoadedModel` (e.g. from `models.load_model`) current."""
+        self._idle("change the model")
+        lineage = loaded.lineage if isinstance(loaded.lineage, dict) else {}
+        path = Path(loaded.path) if loaded.path else Path(f"{loaded.hash}.safetensors")
+        return self._adopt(path, loaded.hash, lineage.get("parent"), loaded=loaded,
+                           metrics=lineage.get("metrics") or {})  # fmt: skip
+
     def use_version(self, version_hash: str) -> None:
         """Roll back (or forward) to another version; the labels are not touched."""
         from napari_unet.models.files import load_model
@@ -291,7 +299,7 @@ class Loop:
     # --- jobs ------------------------------------------------------------------------------
     def predict(
         self, *, only_unreviewed: bool = True, uncertainty: bool = False,
-        stop: Callable[[], bool] = never,
+        batch_size: int | None = None, stop: Callable[[], bool] = never,
     ) -> Job[Any]:  # fmt: skip
         """A job predicting the scan with the live model; returns a `Prediction`.
 
@@ -311,7 +319,8 @@ class Loop:
         if only_unreviewed and ws.reviewed:
             slices = sorted(set(range(ws.n_slices)) - ws.reviewed)
         job = predict_job(model, self.image, slice_axis=self.slice_axis, slices=slices,
-                          device=self.device, uncertainty=uncertainty, stop=stop)  # fmt: skip
+                          device=self.device, uncertainty=uncertainty,
+                          batch_size=batch_size, stop=stop)  # fmt: skip
         return self._guarded(job)
 
     def merge(
@@ -355,6 +364,7 @@ class Loop:
         out: str | os.PathLike | None = None,
         note: str = "",
         seed: int = 0,
+        spec: Any = None,
         stop: Callable[[], bool] = never,
     ) -> Job[TrainedVersion]:
         """A job fine-tuning the live model (or training a new one) on the labels.
@@ -375,6 +385,7 @@ class Loop:
             out: the new version's file (default: a new name in `models_folder`).
             note: lineage note.
             seed: data sampling seed.
+            spec: with no live model: train a new network of this `ModelSpec`.
             stop: returns True to stop; the best state so far is kept.
         """
         from dataclasses import replace
@@ -382,7 +393,8 @@ class Loop:
         from napari_unet.training import TrainConfig
 
         self._idle("start fine-tuning")
-        model = self._require_model()
+        model = self.model if self.model is not None or spec is not None else self._require_model()
+        spec = model.spec if model is not None else spec
         ws = self.workspace
         if all_voxels or ignore_label is not None:
             data = TrainingData(None, [], ignore_label)
@@ -396,8 +408,8 @@ class Loop:
         config = config or TrainConfig(device=self.device)
         if seconds is not None or steps is not None:
             config = replace(config, seconds=seconds if steps is None else None, steps=steps)
-        out_path = Path(out) if out is not None else self._new_file(model.spec)
-        job = finetune_job(model, model.spec, self.image, self.labels.copy(), data,
+        out_path = Path(out) if out is not None else self._new_file(spec)
+        job = finetune_job(model, spec, self.image, self.labels.copy(), data,
                            slice_axis=self.slice_axis, config=config, out=out_path,
                            name=str(self.image.source or "scan"), note=note, seed=seed,
                            stop=stop)  # fmt: skip

@@ -79,6 +79,7 @@ def predict_job(
     slices: Sequence[int] | None,
     device: str,
     uncertainty: bool,
+    batch_size: int | None = None,
     stop: Callable[[], bool] = never,
 ) -> Job[Any]:
     """Predict the scan (a 2D model: only ``slices`` when given); returns a `Prediction`."""
@@ -94,6 +95,7 @@ def predict_job(
             slices=slices if two_d else None,
             slice_axis=slice_axis if two_d else None,
             uncertainty=uncertainty,
+            batch_size=batch_size,
             stop=stop,
         )
     )
@@ -154,6 +156,8 @@ def finetune_job(
         "seconds": result.metrics.get("seconds"),
         "stopped": result.metrics.get("stopped"),
         "device": result.metrics.get("device"),
+        "best_step": result.metrics.get("best_step"),
+        "drift_check": result.drift,
         "trained_slices": trained,
         "drift": bool(result.drift and result.drift.get("flagged")),
         "labelled_voxels": int(sum(d["train_voxels"] + d["val_voxels"] for d in result.data)),

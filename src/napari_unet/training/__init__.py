@@ -1,5 +1,5 @@
 """Learning from corrections: sparse-label data, fine-tuning, scoring and storing
-versions (`scoring`, `versions`), simulated users.
+versions (`scoring`, `versions`). The simulated user lives in `napari_unet.loop.simulation`.
 
 Entry points (torch loads on first use of any of them):
 
@@ -8,7 +8,6 @@ Entry points (torch loads on first use of any of them):
   long job returning `FinetuneResult`; `finetune(...)` drains it;
 * `save_version(path, result)` → content hash; `version_history(path)`; rollback is
   `models.load_model` of an older file;
-* `simulate_steps(image, truth, …)` / `simulate(...)` → `SimulationResult`;
 * `recommended_spec(labels, modality=…)` — the network the defaults were tuned for.
 """
 
@@ -32,9 +31,6 @@ _LAZY = {
     "lineage_for": "napari_unet.training.versions",
     "save_version": "napari_unet.training.versions",
     "version_history": "napari_unet.training.versions",
-    "simulate_steps": "napari_unet.training.simulation",
-    "simulate": "napari_unet.training.simulation",
-    "SimulationResult": "napari_unet.training.simulation",
     "recommended_spec": "napari_unet.training.recipe",
 }
 

@@ -138,15 +138,16 @@ def make_spec(
     if context_slices is None:
         context_slices = CONTEXT_SLICES_2D if spatial_dims == 2 else 0
     if arch == "recommended":
-        if target_spacing:
-            raise ValueError("the recommended network works on the scan's own grid (no spacing)")
-        return recommended_spec(
+        from dataclasses import replace
+
+        spec = recommended_spec(
             labels,
             modality=modality,
             spatial_dims=spatial_dims,
             context_slices=context_slices,
             patch_size=tuple(patch_size) if patch_size else None,
         )
+        return replace(spec, target_spacing=tuple(target_spacing)) if target_spacing else spec
     return preset_spec(
         arch,
         spatial_dims=spatial_dims,

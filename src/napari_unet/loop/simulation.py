@@ -1,4 +1,5 @@
-"""A simulated user: reveal the truth on a few slices per round, fine-tune, predict, score.
+"""A simulated user driving the `Loop`: reveal the truth on a few slices per round,
+fine-tune, predict, score — the same loop the panel and the CLI drive.
 
 Round r (1-based):
 
@@ -7,19 +8,23 @@ Round r (1-based):
    by ``strategy``: "worst" (most misclassified voxels in the current prediction, what
    a user would correct first) or "uncertain" (largest summed softmax entropy, which
    needs no truth); chosen greedily, at least ``gap`` slices apart;
-2. fine-tune on them (new slices as data, earlier ones replayed; first round from the
-   given model or from scratch) with `finetune_steps`;
-3. predict the whole volume and score Dice on the unrevealed slices (``dice``, mean over
-   foreground classes, and ``dice_per_class``) and on the revealed ones.
+2. write the truth into the loop's labels on them and mark them reviewed, then
+   `Loop.finetune` (new slices as data, earlier ones replayed; first round from the given
+   model or from scratch), the new version written to a scratch folder;
+3. predict the whole volume, merge it (reviewed slices stay) and score Dice on the
+   unrevealed slices (``dice``, mean over foreground classes, and ``dice_per_class``)
+   and on the revealed ones.
 
 ``seconds`` of a round is its wall time: selection + training + prediction.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,14 +33,12 @@ import torch
 from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.io.volume import Volume
 from napari_unet.jobs import Job, Progress, never, run_job
+from napari_unet.loop.core import Loop
+from napari_unet.loop.steps import TrainedVersion
 from napari_unet.models.spec import ModelSpec
-from napari_unet.training.data import check_same_grid, sparse_volume
-from napari_unet.training.trainer import (
-    FinetuneResult,
-    TrainConfig,
-    cpu_threads,
-    finetune_steps,
-)
+from napari_unet.training.config import TrainConfig
+from napari_unet.training.data import check_same_grid
+from napari_unet.training.trainer import cpu_threads
 
 STRATEGIES = ("worst", "uncertain")
 
@@ -61,12 +64,13 @@ class RoundResult:
 
 @dataclass
 class SimulationResult:
-    """All rounds, and the final model (a `FinetuneResult`, savable with `save_version`)."""
+    """All rounds, and the final model version (in memory: its file was in a scratch
+    folder; write it with `save_final`)."""
 
     strategy: str
     slice_axis: int
     rounds: list[RoundResult] = field(default_factory=list)
-    final: FinetuneResult | None = None
+    final: TrainedVersion | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,100 +216,120 @@ def _rounds(
     device: str,
     stop: Callable[[], bool],
 ) -> Job[SimulationResult]:
-    from napari_unet.inference.predict import predict_volume
     from napari_unet.inference.preprocess import spec_slice_axis
 
-    slices_per_round = k
     axis = spec_slice_axis(spec, image.through_plane_axis, slice_axis)
-    n = image.shape[axis]
     truth_arr = np.asarray(truth.array)
     want_unc = strategy == "uncertain"
     t_start = time.perf_counter()
     result = SimulationResult(strategy=strategy, slice_axis=axis)
-    revealed: list[int] = []
-    pred = None
     candidates = content_slices(image.array, axis)
-    gap = max(1, len(candidates) // (4 * (slices_per_round * rounds + 1)))
-
-    for r in range(1, rounds + 1):
-        if stop():
-            break
-        t0 = time.perf_counter()
-        if pred is None and net is not None:
-            pred = predict_volume(net, spec, image, uncertainty=want_unc, device=device)
-        if pred is None:
-            new = evenly_spaced(candidates, slices_per_round)
-        else:
-            new = pick_slices(
-                _slice_scores(pred, truth_arr, axis, want_unc), slices_per_round, set(revealed), gap
-            )
-        if not new:
-            break
-        data = sparse_volume(image, truth, spec, slices=new, slice_axis=axis, seed=r)
-        replay = (
-            [sparse_volume(image, truth, spec, slices=revealed, slice_axis=axis, seed=r + 1000)]
-            if revealed
-            else []
-        )
-        job = finetune_steps(
-            net, spec, [data], replay=replay, config=cfg if r == 1 else later, stop=stop
-        )
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as done:
-                fr: FinetuneResult = done.value
+    gap = max(1, len(candidates) // (4 * (k * rounds + 1)))
+    with tempfile.TemporaryDirectory(prefix="napari-unet-simulate-") as scratch:
+        loop = Loop(image, np.zeros(image.shape, np.uint8), slice_axis=axis,
+                    models_folder=Path(scratch), device=device)  # fmt: skip
+        if net is not None:
+            loop.set_model(net)
+        pred = None
+        for r in range(1, rounds + 1):
+            if stop():
                 break
-            event.data["round"] = r
-            yield Progress(event.done, event.total, f"round {r}: {event.message}", event.data)
-        t1 = time.perf_counter()
-        previous = list(revealed)
-        revealed = sorted(set(revealed) | set(new))
-        net = fr.model
-        pred = predict_volume(net, spec, image, uncertainty=want_unc, device=device)
-        t2 = time.perf_counter()
-        lab = pred.labels.array
-        is_rev = np.zeros(n, dtype=bool)
-        is_rev[revealed] = True
-        per_class = dice_per_class(
-            _along(lab, axis, ~is_rev), _along(truth_arr, axis, ~is_rev), spec.out_channels
-        )
-        rev_dice = mean_dice(
-            dice_per_class(
-                _along(lab, axis, is_rev), _along(truth_arr, axis, is_rev), spec.out_channels
-            )
-        )
-        prev_dice = None
-        if previous:
-            is_prev = np.zeros(n, dtype=bool)
-            is_prev[previous] = True
-            prev_dice = mean_dice(
-                dice_per_class(
-                    _along(lab, axis, is_prev), _along(truth_arr, axis, is_prev), spec.out_channels
-                )
-            )
-        result.rounds.append(
-            RoundResult(
-                round=r,
-                revealed_slices=len(revealed),
-                slices=new,
-                dice=mean_dice(per_class),
-                dice_per_class=per_class,
-                dice_revealed=rev_dice,
-                dice_previous=prev_dice,
-                seconds=round(t2 - t0, 3),
-                train_seconds=round(t1 - t0, 3),
-                predict_seconds=round(t2 - t1, 3),
-                steps=int(fr.metrics["steps"]),
-                val_dice=fr.metrics.get("val_dice"),
-                drift=fr.drift,
-            )
-        )
-        result.final = fr
-        if fr.metrics.get("stopped"):
-            break
-    result.seconds = time.perf_counter() - t_start
-    return result
+            t0 = time.perf_counter()
+            if pred is None and loop.model is not None:
+                pred = yield from _predict(loop, want_unc)
+            new = _choose(pred, truth_arr, axis, k, strategy, set(loop.reviewed), gap, candidates)
+            if not new:
+                break
+            previous = sorted(loop.reviewed)
+            _reveal(loop, truth_arr, new)
+            trained = yield from _with_round(r, loop.finetune(
+                cfg if r == 1 else later, spec=spec, seed=r, stop=stop))  # fmt: skip
+            loop.add_version(trained)
+            t1 = time.perf_counter()
+            pred = yield from _predict(loop, want_unc)
+            t2 = time.perf_counter()
+            result.rounds.append(_score(r, pred, truth_arr, loop, previous, new, trained,
+                                        (t0, t1, t2)))  # fmt: skip
+            result.final = trained
+            if trained.metrics.get("stopped"):
+                break
+        result.seconds = time.perf_counter() - t_start
+        return result
+
+
+def _predict(loop: Loop, uncertainty: bool) -> Job[Any]:
+    """The whole volume (also reviewed slices, to score them), merged into the labels."""
+    pred = yield from loop.predict(only_unreviewed=False, uncertainty=uncertainty)
+    loop.merge(pred)
+    return pred
+
+
+def _choose(pred, truth, axis, k, strategy, revealed, gap, candidates) -> list[int]:
+    if pred is None:
+        return evenly_spaced(candidates, k)
+    scores = _slice_scores(pred, truth, axis, strategy == "uncertain")
+    return pick_slices(scores, k, revealed, gap)
+
+
+def _reveal(loop: Loop, truth: np.ndarray, slices: list[int]) -> None:
+    """The user corrects these slices: the truth goes into the loop's labels."""
+    index = [slice(None)] * 3
+    index[loop.slice_axis] = slices
+    loop.labels[tuple(index)] = truth[tuple(index)]
+    loop.mark_reviewed(slices)
+
+
+def _with_round(r: int, job: Job[Any]) -> Job[Any]:
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as done:
+            return done.value
+        event.data["round"] = r
+        yield Progress(event.done, event.total, f"round {r}: {event.message}", event.data)
+
+
+def _dice_on(lab, truth, axis, rows, n_classes) -> list[float | None]:
+    keep = np.zeros(lab.shape[axis], dtype=bool)
+    keep[rows] = True
+    return dice_per_class(_along(lab, axis, keep), _along(truth, axis, keep), n_classes)
+
+
+def _score(r, pred, truth, loop, previous, new, trained, times) -> RoundResult:
+    t0, t1, t2 = times
+    lab, axis = pred.labels.array, loop.slice_axis
+    n_classes = loop.model.spec.out_channels
+    revealed = sorted(loop.reviewed)
+    unrevealed = sorted(set(range(lab.shape[axis])) - set(revealed))
+    per_class = _dice_on(lab, truth, axis, unrevealed, n_classes)
+    drift = trained.metrics.get("drift_check")
+    return RoundResult(
+        round=r,
+        revealed_slices=len(revealed),
+        slices=new,
+        dice=mean_dice(per_class),
+        dice_per_class=per_class,
+        dice_revealed=mean_dice(_dice_on(lab, truth, axis, revealed, n_classes)),
+        dice_previous=mean_dice(_dice_on(lab, truth, axis, previous, n_classes))
+        if previous
+        else None,
+        seconds=round(t2 - t0, 3),
+        train_seconds=round(t1 - t0, 3),
+        predict_seconds=round(t2 - t1, 3),
+        steps=int(trained.metrics["steps"]),
+        val_dice=trained.metrics.get("val_dice"),
+        drift=drift,
+    )
+
+
+def save_final(result: SimulationResult, path: str | Path) -> str:
+    """Write the last round's model version (with its lineage) to ``path``; its hash."""
+    from napari_unet.models.files import save_model
+
+    if result.final is None:
+        raise ValueError("the simulation ended before any round was trained")
+    loaded = result.final.model
+    return save_model(path, loaded.model, loaded.spec, loaded.lineage)
 
 
 def simulate(image: Volume, truth: Volume, **options: Any) -> SimulationResult:

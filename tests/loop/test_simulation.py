@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.training.simulation import evenly_spaced, pick_slices, simulate
+from napari_unet.loop.simulation import evenly_spaced, pick_slices, simulate
 from napari_unet.training.trainer import TrainConfig
 
-from .conftest import blob_pair, tiny_spec
+from tests.training.conftest import blob_pair, tiny_spec
 
 
 def test_slice_choice():
