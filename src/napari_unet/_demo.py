@@ -58,6 +58,48 @@ def run_demo(
 
 
 def _play(viewer, panel, truth, folder: Path, *, slices: int, train_seconds: float) -> dict:
+    from napari_unet._widgets._worker import add_progress_listener
+
+    remove = add_progress_listener(_TerminalProgress())
+    try:
+        return _play_steps(viewer, panel, truth, folder, slices=slices,
+                           train_seconds=train_seconds)  # fmt: skip
+    finally:
+        remove()
+
+
+class _TerminalProgress:
+    """A tqdm line with ETA on stderr for each job the panel runs (the headless demo)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.description = None
+
+    def __call__(self, description: str, events) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        event = events[-1]
+        if description != self.description or self.bar is None:
+            if self.bar is not None:
+                self.bar.close()
+            self.description = description
+            self.bar = tqdm(total=event.total or None, desc=description, file=sys.stderr,
+                            mininterval=0.5, dynamic_ncols=True)  # fmt: skip
+        if event.total and self.bar.total != event.total:
+            self.bar.total = event.total
+        loss, dice = event.data.get("loss"), event.data.get("val_dice")
+        figures = [f"loss {loss:.3f}" if loss is not None else "",
+                   f"val Dice {dice:.3f}" if dice is not None else ""]  # fmt: skip
+        self.bar.set_postfix_str(", ".join(f for f in figures if f), refresh=False)
+        self.bar.update(max(0, event.done - self.bar.n))
+        if event.total and event.done >= event.total:
+            self.bar.close()
+            self.bar = None
+
+
+def _play_steps(viewer, panel, truth, folder: Path, *, slices: int, train_seconds: float) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance()
     session = panel.session
@@ -121,16 +163,13 @@ def _same_affine(affine: np.ndarray, image_layer) -> bool:
 
 def _dice(pred: np.ndarray, truth: np.ndarray, *, exclude) -> float:
     """Mean foreground Dice over slices (display axis 0) not in ``exclude``."""
+    from napari_unet.evaluation.metrics import dice_per_class, mean_dice
+
     keep = np.ones(truth.shape[0], bool)
     keep[list(exclude)] = False
-    p, t = pred[keep], truth[keep]
-    scores = []
-    for value in np.unique(t[t > 0]):
-        a, b = p == value, t == value
-        scores.append(
-            2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
-        )
-    return float(np.mean(scores)) if scores else float("nan")
+    n_classes = int(max(truth.max(), pred.max())) + 1
+    dice = mean_dice(dice_per_class(pred[keep], truth[keep], n_classes))
+    return float("nan") if dice is None else float(dice)
 
 
 def wait_until_idle(app, busy, timeout: float = 900.0) -> float:

@@ -93,10 +93,3 @@ def test_cached_net_is_a_trained_segmenter(dims):
 def test_peak_reset_reports_a_bool():
     assert isinstance(timing._reset_peak(), bool)
     assert timing._status_kib("VmRSS") is None or timing._status_kib("VmRSS") > 0
-
-
-def test_old_import_path_is_a_re_export():
-    """TEMPORARY shim for the CLI's import."""
-    from napari_unet.inference.bench import run_benchmark
-
-    assert run_benchmark is bench.run_benchmark

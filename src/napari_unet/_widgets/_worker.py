@@ -24,6 +24,17 @@ from napari_unet.jobs import Cancelled, Progress
 REFRESH_S = 0.25
 
 
+#: Called with (description, events) whenever a job's progress is shown; the headless
+#: demo prints a terminal progress line from it.
+_listeners: list[Callable[[str, list[Progress]], None]] = []
+
+
+def add_progress_listener(listener: Callable[[str, list[Progress]], None]) -> Callable[[], None]:
+    """Also send every job's progress to ``listener``; returns a function removing it."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
+
+
 def start_job(
     job_factory: Callable[[], Generator[Progress, None, Any]],
     *,
@@ -68,6 +79,8 @@ def start_job(
         bar.refresh()
         if on_progress is not None:
             on_progress(events)
+        for listener in list(_listeners):
+            listener(description, events)
 
     flush_scheduled = [False]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from napari_unet.cli._common import (
     BATCH_SIZE,
@@ -93,6 +94,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     bench.add_argument("--out", help="also write the JSON result to this file")
     bench.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    bench.add_argument(
+        "--weights-dir",
+        metavar="DIR",
+        help="cached benchmark networks (the repository's benchmarks/weights holds the "
+        "ones the README's figures used); default: a user cache folder, trained on first use",
+    )
     bench.set_defaults(func=cmd_bench)
 
 
@@ -223,7 +230,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise InputError("bench --device cuda: no CUDA GPU is available")
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    result = run_benchmark(quick=args.quick, device=args.device, retrain=args.retrain, log=log)
+    if args.weights_dir is not None and not Path(args.weights_dir).is_dir():
+        raise InputError(f"--weights-dir {args.weights_dir}: no such folder")
+    result = run_benchmark(quick=args.quick, device=args.device, retrain=args.retrain,
+                           weights_dir=args.weights_dir, log=log)  # fmt: skip
     text = json.dumps(result, indent=2)
     if out is not None:
         with atomic_output(out) as tmp:

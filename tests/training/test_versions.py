@@ -100,14 +100,3 @@ def test_kill_mid_save_leaves_previous_version_intact(pair, tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.safetensors"]
     # the half file is aside, under a temporary name (its pattern is `outputs.atomic_output`'s)
     assert leftovers and all(n.startswith(".model.safetensors") for n in leftovers)
-
-
-def test_lineage_module_re_exports_scoring_and_versions():
-    """TEMPORARY shim: the old import path gives the very same objects."""
-    from napari_unet import training
-    from napari_unet.training import lineage, scoring, versions
-
-    assert lineage.save_version is versions.save_version is training.save_version
-    assert lineage.version_history is versions.version_history
-    assert lineage.check_drift is scoring.check_drift is training.check_drift
-    assert lineage.DriftCheck is scoring.DriftCheck
