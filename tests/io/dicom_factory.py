@@ -18,13 +18,17 @@ a bug with the factory.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 SOP_CLASS = {
@@ -258,3 +262,80 @@ def oblique_dirs(
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     rot = rz @ ry @ rx
     return rot[:, 0], rot[:, 1]
+
+
+# --- damaging files (hostile cases) -------------------------------------------------------
+
+
+def edit_file(path: str | Path, edit: Callable[[Dataset], Any]) -> Path:
+    """Read ``path``, apply ``edit(ds)`` and write it back (pydicom's value checks off)."""
+    ds = pydicom.dcmread(path)
+    with pydicom.config.disable_value_validation():
+        edit(ds)
+        ds.save_as(path)
+    return Path(path)
+
+
+def set_raw(ds: Dataset, keyword: str, vr: str, value: bytes) -> None:
+    """Store ``value`` as the raw bytes of tag ``keyword`` with ``vr`` (any garbage goes)."""
+    tag = Tag(keyword)
+    if len(value) % 2:
+        value += b" " if vr in ("IS", "DS", "CS", "LO", "SH", "UI", "ST", "LT") else b"\0"
+    ds._dict[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+
+
+def truncate(path: str | Path, keep: int) -> Path:
+    """Cut ``path`` to its first ``keep`` bytes (a negative ``keep`` drops that many)."""
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:keep])
+    return Path(path)
+
+
+def file_meta_end(path: str | Path) -> int:
+    """Byte offset where the dataset starts, after the preamble and the file meta group."""
+    data = Path(path).read_bytes()
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
+    return 132 + 12 + int.from_bytes(data[140:144], "little")
+
+
+def write_encapsulated(
+    path: str | Path, syntax: str, *, frames: int, fragments: Sequence[bytes], rows: int = 4
+) -> Path:
+    """One file with ``syntax`` (a compressed transfer syntax UID) and the given fragments.
+
+    The fragments need not be valid compressed data: readers must refuse the file before
+    (or when) decoding it. Geometry is a plain axial slice stack.
+    """
+    ds = _base("CT", SOP_CLASS["CT"], generate_uid(), generate_uid(), generate_uid())
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = "compressed", 1, 1
+    ds.ImagePositionPatient = [0, 0, 0]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [1, 1]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = rows
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    if frames != 1:
+        ds.NumberOfFrames = frames
+        ds.GridFrameOffsetVector = [float(k) for k in range(frames)]
+    ds.PixelData = encapsulate([bytes(f) + b"\0" * (len(f) % 2) for f in fragments])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)
+
+
+def make_rgb(path: str | Path) -> Path:
+    """Turn a written slice into an 8-bit RGB one (SamplesPerPixel 3) of the same size."""
+
+    def edit(ds: Dataset) -> None:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        ds.PixelData = bytes(range(256))[: ds.Rows * ds.Columns * 3].ljust(
+            ds.Rows * ds.Columns * 3, b"\1"
+        )
+
+    return edit_file(path, edit)

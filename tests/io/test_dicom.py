@@ -297,8 +297,27 @@ def test_non_dicom_files_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "README.txt").write_text("not DICOM")
     (tmp_path / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 50)
     (tmp_path / ".DS_Store").write_bytes(b"\0" * 300)
+    (tmp_path / "noise.bin").write_bytes(np.random.default_rng(0).bytes(500))
+    vol = load_dicom(tmp_path)
+    np.testing.assert_array_equal(vol.array, exp["array"])
+    assert vol.metadata["skipped_files"] == []  # non-DICOM files are skipped silently
+
+
+def test_unreadable_dcm_file_is_refused_unless_skipped(tmp_path: Path) -> None:
+    # Issue 11: a file named .dcm (or with the DICM marker) that cannot be read used to be
+    # skipped without a word; now it stops the reading, or is skipped on request and noted.
+    exp = write_series(tmp_path / "s", ramp_kji((3, 4, 5)))
     (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(500))
-    np.testing.assert_array_equal(load_dicom(tmp_path).array, exp["array"])
+    with pytest.raises(VolumeReadError, match=r"noise\.dcm: not a readable DICOM file"):
+        load_dicom(tmp_path)
+    with pytest.raises(VolumeReadError, match=r"noise\.dcm"):
+        list_series(tmp_path)
+    vol = load_dicom(tmp_path, skip_unreadable=True)
+    np.testing.assert_array_equal(vol.array, exp["array"])
+    (skipped,) = vol.metadata["skipped_files"]
+    assert skipped["path"] == str(tmp_path / "noise.dcm")
+    assert "DICM" in skipped["reason"]
+    assert len(list_series(tmp_path, skip_unreadable=True)) == 1
 
 
 def test_empty_and_non_dicom_folders(tmp_path: Path) -> None:
@@ -306,10 +325,11 @@ def test_empty_and_non_dicom_folders(tmp_path: Path) -> None:
         VolumeReadError, match=f"no DICOM files found in {re.escape(str(tmp_path))}"
     ):
         load_dicom(tmp_path)
-    (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(2000))
+    (tmp_path / "noise.bin").write_bytes(np.random.default_rng(0).bytes(2000))
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(VolumeReadError, match="no DICOM files found in"):
         list_series(tmp_path)
+    (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(2000))
     with pytest.raises(VolumeReadError, match=r"noise\.dcm: not a readable DICOM file"):
         load_dicom(tmp_path / "noise.dcm")
     with pytest.raises(VolumeReadError, match="no such file or folder"):

@@ -19,7 +19,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from napari_unet.errors import VolumeReadError
-from napari_unet.io._dicom_geometry import slice_normal
+from napari_unet.io._dicom_geometry import orientation_problem, slice_normal
+from napari_unet.io._dicom_header import text
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -87,7 +88,7 @@ def to_float(value: Any, default: float | None) -> float | None:
     """``float(value)``, or ``default`` for a missing, empty or malformed value."""
     try:
         return float(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
@@ -118,7 +119,14 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
     n_frames = int(to_float(ds.get("NumberOfFrames"), 1) or 1)
     multi = is_multiframe(ds)
     offsets = ds.get("GridFrameOffsetVector")
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per is not None and len(per) != n_frames:
+        raise VolumeReadError(
+            f"{path}: PerFrameFunctionalGroupsSequence has {len(per)} items but "
+            f"NumberOfFrames is {n_frames}"
+        )
     frames = []
+    checked: list[NDArray[np.float64]] = []
     for f in range(n_frames):
         fi = f if multi else None
         plane = _item(ds, fi, "PlaneOrientationSequence")
@@ -130,6 +138,13 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
         if iop is None:
             raise VolumeReadError(f"{path}: ImageOrientationPatient is missing")
         iop = _floats(iop, 6, "ImageOrientationPatient", path)
+        if not any(np.array_equal(iop, seen) for seen in checked[-2:]):
+            problem = orientation_problem(iop)
+            if problem:
+                raise VolumeReadError(
+                    f"{path}: ImageOrientationPatient {np.round(iop, 6).tolist()} {problem}"
+                )
+            checked.append(iop)
         pos_item = _item(ds, fi, "PlanePositionSequence")
         if pos_item is not None and "ImagePositionPatient" in pos_item:
             ipp = _floats(pos_item.ImagePositionPatient, 3, "ImagePositionPatient", path)
@@ -151,10 +166,19 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
             raise VolumeReadError(f"{path}: PixelSpacing is missing")
         spacing = _floats(source.PixelSpacing, 2, "PixelSpacing", path)
         if np.any(spacing <= 0):
-            raise VolumeReadError(f"{path}: PixelSpacing must be positive, got {spacing}")
+            raise VolumeReadError(f"{path}: PixelSpacing must be positive, got {spacing.tolist()}")
         thickness = to_float(source.get("SliceThickness", ds.get("SliceThickness")), None)
+        if thickness is not None and not (np.isfinite(thickness) and thickness > 0):
+            thickness = None
         value = _item(ds, fi, "PixelValueTransformationSequence")
         value = ds if value is None else value
+        slope = float(to_float(value.get("RescaleSlope"), 1.0))  # type: ignore[arg-type]
+        intercept = float(to_float(value.get("RescaleIntercept"), 0.0))  # type: ignore[arg-type]
+        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+            raise VolumeReadError(
+                f"{path}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} cannot be "
+                "used (the slope must be finite and non-zero, the intercept finite)"
+            )
         frames.append(
             Frame(
                 file_index=file_index,
@@ -163,8 +187,8 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
                 orientation=iop,
                 pixel_spacing=(float(spacing[0]), float(spacing[1])),
                 thickness=thickness,
-                slope=float(to_float(value.get("RescaleSlope"), 1.0)),  # type: ignore[arg-type]
-                intercept=float(to_float(value.get("RescaleIntercept"), 0.0)),  # type: ignore[arg-type]
+                slope=slope,
+                intercept=intercept,
             )
         )
     return frames
@@ -252,7 +276,8 @@ def _first(value: Any) -> float | None:
         return None
     if isinstance(value, (list, tuple, MultiValue)):
         value = value[0] if len(value) else None
-    return to_float(value, None)
+    v = to_float(value, None)
+    return v if v is not None and np.isfinite(v) else None
 
 
 def basic_metadata(ds: Dataset) -> dict[str, Any]:
@@ -261,16 +286,16 @@ def basic_metadata(ds: Dataset) -> dict[str, Any]:
     voi = ds if voi is None else voi
     meta: dict[str, Any] = {
         "format": "DICOM",
-        "series_uid": str(ds.get("SeriesInstanceUID", "")),
-        "series_description": str(ds.get("SeriesDescription", "")),
+        "series_uid": text(ds, "SeriesInstanceUID"),
+        "series_description": text(ds, "SeriesDescription"),
         "series_number": to_float(ds.get("SeriesNumber"), None),
-        "dicom_modality": str(ds.get("Modality", "")),
-        "manufacturer": str(ds.get("Manufacturer", "")),
-        "body_part_examined": str(ds.get("BodyPartExamined", "")),
-        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
+        "dicom_modality": text(ds, "Modality"),
+        "manufacturer": text(ds, "Manufacturer"),
+        "body_part_examined": text(ds, "BodyPartExamined"),
+        "photometric_interpretation": text(ds, "PhotometricInterpretation"),
         "window_center": _first(voi.get("WindowCenter")),
         "window_width": _first(voi.get("WindowWidth")),
     }
-    if meta["series_number"] is not None:
-        meta["series_number"] = int(meta["series_number"])
+    number = meta["series_number"]
+    meta["series_number"] = int(number) if number is not None and abs(number) < 2**31 else None
     return meta

@@ -32,6 +32,8 @@ SPACING_ATOL_MM = 1e-2
 SPACING_RTOL = 1e-2
 #: Direction cosines of different slices must agree to this (≈ 0.006°).
 ORIENTATION_ATOL = 1e-4
+#: Row and column directions must be unit vectors, and perpendicular, to this.
+UNIT_ATOL = 1e-3
 
 
 class GeometryError(ValueError):
@@ -77,6 +79,31 @@ def slice_normal(orientation: NDArray[np.float64]) -> NDArray[np.float64]:
     if norm < 1e-6:
         raise GeometryError(f"ImageOrientationPatient {list(orientation)} has parallel axes")
     return normal / norm
+
+
+def orientation_problem(orientation: NDArray[np.float64]) -> str | None:
+    """Why six direction cosines are not a valid ImageOrientationPatient, or None.
+
+    Both directions must be finite unit vectors (within `UNIT_ATOL`) and perpendicular
+    (their dot product within `UNIT_ATOL` of 0).
+    """
+    values = np.asarray(orientation, dtype=np.float64).reshape(-1)
+    if values.shape != (6,) or not np.all(np.isfinite(values)):
+        return "must hold six finite numbers"
+    row, col = values[:3], values[3:]
+    for name, vector in (("row", row), ("column", col)):
+        norm = float(np.linalg.norm(vector))
+        if norm < 1e-6:
+            return f"has a zero {name} direction"
+        if abs(norm - 1.0) > UNIT_ATOL:
+            return f"has a {name} direction of length {norm:.4g}, not 1"
+    dot = float(row @ col)
+    if abs(dot) > 1 - 1e-6:
+        return "has parallel row and column directions"
+    if abs(dot) > UNIT_ATOL:
+        angle = float(np.degrees(np.arccos(np.clip(dot, -1.0, 1.0))))
+        return f"has row and column directions {angle:.3g}° apart, not perpendicular"
+    return None
 
 
 def spacing_tolerance(step: float) -> float:

@@ -2,10 +2,16 @@
 
 How a folder is read:
 
-1. Every file under it (recursively; hidden files, ``DICOMDIR`` and files without the
-   ``DICM`` preamble are skipped silently) is opened with pydicom, headers only
-   (``stop_before_pixels``), and grouped by SeriesInstanceUID. Files without Rows (reports,
-   RT plans, …) are not images and are left out.
+1. Every regular file under it (recursively, at most 32 folders deep and 100,000 entries;
+   see `_dicom_scan`) is examined. Hidden files, ``DICOMDIR`` and files that are neither
+   named ``.dcm`` nor have the ``DICM`` marker are skipped silently; FIFOs, sockets,
+   devices, broken links and symbolic-link loops are skipped and listed in
+   ``metadata["skipped_files"]``. The others are read with pydicom, headers only, and
+   checked against the length of their pixel data (see `_dicom_header`): a truncated,
+   malformed or inconsistent file stops the reading with its name, unless
+   ``skip_unreadable=True``, which leaves it out and lists it in ``skipped_files``.
+   Image files are grouped by SeriesInstanceUID; files without Rows (reports, RT plans,
+   …) are not images and are left out.
 2. One series is chosen: the only one, or ``series_uid``; several and no choice raises
    `MultipleSeriesError` listing them (`list_series` gives the same list up front).
 3. Slices are sorted by ImagePositionPatient projected on the slice normal
@@ -24,24 +30,28 @@ by how much. A single 2D image gives shape ``(columns, rows, 1)`` with SliceThic
 1 mm, flagged by ``metadata["slice_spacing_assumed"]``) as the third spacing.
 
 A path to one file reads that file alone (one slice, or all frames of a multi-frame file).
-Metadata holds no patient name, ID or dates.
+Metadata holds no patient name, ID or dates; every text taken from the files (series
+descriptions, modality, manufacturer, UIDs, error messages) goes through
+`napari_unet.text.printable`, so no escape sequence reaches a terminal. Every refusal is
+a one-line `VolumeReadError` naming the file or folder. A series whose stored values
+would need more than `MAX_SERIES_BYTES` (8 GiB) is refused before any pixel is read.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
 from napari_unet import jobs
-from napari_unet.errors import MultipleSeriesError, VolumeReadError
+from napari_unet.errors import InputError, MultipleSeriesError, VolumeReadError
 from napari_unet.io import _dicom_frames as fr
 from napari_unet.io._dicom_geometry import (
     ORIENTATION_ATOL,
@@ -50,13 +60,18 @@ from napari_unet.io._dicom_geometry import (
     slice_normal,
     stack_geometry,
 )
+from napari_unet.io._dicom_header import Header, has_preamble, quiet
+from napari_unet.io._dicom_scan import Scan, Walk, scan_steps, walk_files
 from napari_unet.io.volume import Volume
+from napari_unet.text import printable
 from napari_unet.typing import StopFn
 
 __all__ = ["SeriesInfo", "is_dicom_path", "list_series", "load_dicom", "load_dicom_steps"]
 
 #: `is_dicom_path` looks at this many files of a folder at most.
 _SNIFF_LIMIT = 256
+#: A series whose stored values need more bytes than this is refused (8 GiB).
+MAX_SERIES_BYTES = 2**33
 
 
 @dataclass(frozen=True)
@@ -94,133 +109,102 @@ class SeriesInfo:
         return f"{number}{description} ({self.modality or '?'}, {n} slice{'s' * (n != 1)})"
 
 
-@dataclass
-class _Header:
-    path: Path
-    ds: Dataset  # header only, no pixel data
+@contextmanager
+def _malformed(path: Path) -> Iterator[None]:
+    """Turn an unexpected error while interpreting ``path``'s tags into a VolumeReadError.
 
-    @property
-    def frames(self) -> int:
-        return int(fr.to_float(self.ds.get("NumberOfFrames"), 1) or 1)
-
-
-@dataclass
-class _Scan:
-    root: Path
-    series: dict[str, list[_Header]]
-    candidates: int
-
-
-def _has_preamble(path: Path) -> bool:
+    pydicom's warnings are silenced meanwhile: they would reach stderr, and the refusal
+    (or nothing, for a value we can use) says what matters. Never spans a ``yield``.
+    """
     try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+        with quiet():
+            yield
+    except (InputError, jobs.Cancelled):
+        raise
+    except Exception as e:  # pydicom converts values lazily: bad bytes surface anywhere
+        raise VolumeReadError(
+            f"{path}: malformed DICOM data ({type(e).__name__}: {printable(e, limit=300)})"
+        ) from e
 
 
-def _candidate_files(root: Path) -> Iterator[Path]:
-    """Files under ``root`` in a stable order, skipping hidden entries and DICOMDIR."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
-            yield Path(dirpath) / name
+def _printable_errors(job: jobs.Job) -> jobs.Job:
+    """Run ``job``; an InputError leaves it as one printable line (paths and tags included)."""
+    try:
+        return (yield from job)
+    except InputError as e:
+        e.args = (printable(str(e)),)
+        raise
 
 
 def is_dicom_path(path: str | os.PathLike[str]) -> bool:
     """Cheap guess whether ``path`` is DICOM (for the napari reader); reads ≤ 132 bytes a file.
 
     A file counts when it is named ``*.dcm`` or has the ``DICM`` preamble; a folder when one
-    of its first files (recursively, at most 256 looked at) has the preamble.
+    of its first regular files (recursively, at most 256 looked at) has the preamble.
+    FIFOs, sockets and devices are never opened.
     """
     p = Path(path)
-    if p.is_file():
-        return p.suffix.lower() == ".dcm" or _has_preamble(p)
-    if p.is_dir():
-        for n, file in enumerate(_candidate_files(p)):
-            if n >= _SNIFF_LIMIT:
-                break
-            if _has_preamble(file):
-                return True
+    try:
+        mode = os.stat(p).st_mode
+    except (OSError, ValueError):
+        return False
+    if stat.S_ISREG(mode):
+        return p.suffix.lower() == ".dcm" or has_preamble(p)
+    if stat.S_ISDIR(mode):
+        try:
+            for n, file in enumerate(walk_files(p, Walk(), max_entries=8 * _SNIFF_LIMIT)):
+                if n >= _SNIFF_LIMIT:
+                    break
+                if has_preamble(file):
+                    return True
+        except VolumeReadError:
+            return False
     return False
 
 
-def _read_header(file: Path, *, single: bool) -> _Header | None:
-    """The header of an image file; None (or an error when ``single``) for anything else."""
-    try:
-        ds = pydicom.dcmread(file, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as e:
-        if single:
-            raise VolumeReadError(f"{file}: not a readable DICOM file ({e})") from e
-        return None  # not DICOM: skipped silently
-    if "Rows" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
-        if single:
-            what = ds.get("Modality") or ds.get("SOPClassUID", "?")
-            raise VolumeReadError(f"{file}: a DICOM file without an image ({what})")
-        return None  # a report, RT plan, presentation state …: not an image
-    return _Header(file, ds)
-
-
-def _scan_steps(path: Path, stop: StopFn) -> jobs.Job[_Scan]:
-    """Read the headers under ``path`` and group image files by SeriesInstanceUID."""
-    if not path.exists():
-        raise VolumeReadError(f"{path}: no such file or folder")
-    single = path.is_file()
-    files = [path] if single else list(_candidate_files(path))
-    series: dict[str, list[_Header]] = {}
-    for n, file in enumerate(files):
-        if stop():
-            raise jobs.Cancelled(f"reading DICOM headers in {path} was cancelled")
-        header = _read_header(file, single=single)
-        if header is not None:
-            uid = str(header.ds.get("SeriesInstanceUID", ""))
-            series.setdefault(uid, []).append(header)
-        yield jobs.Progress(n + 1, len(files), "reading DICOM headers")
-    if not series:
-        raise VolumeReadError(f"no DICOM files found in {path}")
-    return _Scan(path, series, len(files))
-
-
-def _info(uid: str, headers: list[_Header]) -> SeriesInfo:
-    ds = headers[0].ds
-    number = fr.to_float(ds.get("SeriesNumber"), None)
+def _info(uid: str, headers: list[Header]) -> SeriesInfo:
+    h = headers[0]
     return SeriesInfo(
         uid=uid,
-        description=str(ds.get("SeriesDescription", "")),
-        modality=str(ds.get("Modality", "")),
+        description=h.description,
+        modality=h.modality,
         number_of_files=len(headers),
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
+        rows=h.rows,
+        columns=h.columns,
         files=tuple(str(h.path) for h in headers),
-        series_number=int(number) if number is not None else None,
+        series_number=h.series_number,
         number_of_slices=sum(h.frames for h in headers),
     )
 
 
-def _sorted_series(scan: _Scan) -> list[SeriesInfo]:
+def _sorted_series(scan: Scan) -> list[SeriesInfo]:
     for headers in scan.series.values():
-        headers.sort(key=lambda h: (fr.to_float(h.ds.get("InstanceNumber"), 0), str(h.path)))
+        headers.sort(key=lambda h: (h.instance, str(h.path)))
     infos = [_info(uid, headers) for uid, headers in scan.series.items()]
     big = float("inf")
     return sorted(infos, key=lambda s: (big if s.series_number is None else s.series_number, s.uid))
 
 
-def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
+def list_series(path: str | os.PathLike[str], *, skip_unreadable: bool = False) -> list[SeriesInfo]:
     """The DICOM image series under ``path`` (a folder, searched recursively, or a file).
 
     Reads headers only. Series are ordered by SeriesNumber, then UID.
+    ``skip_unreadable`` as in `load_dicom`.
 
     Raises:
-        VolumeReadError: the path does not exist, or holds no DICOM image.
+        VolumeReadError: the path does not exist, holds no DICOM image, or holds a
+            truncated or malformed DICOM file (unless ``skip_unreadable``).
     """
-    return _sorted_series(jobs.run_job(_scan_steps(Path(path), jobs.never)))
+    job = scan_steps(Path(path), jobs.never, skip_unreadable)
+    return _sorted_series(jobs.run_job(_printable_errors(job)))
 
 
 def load_dicom(
-    path: str | os.PathLike[str], *, series_uid: str | None = None, stop: StopFn | None = None
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    stop: StopFn | None = None,
+    skip_unreadable: bool = False,
 ) -> Volume:
     """Read one DICOM series into a Volume (drains `load_dicom_steps`).
 
@@ -228,6 +212,11 @@ def load_dicom(
         path: a folder (searched recursively) or a single DICOM file.
         series_uid: the SeriesInstanceUID to read when the folder holds several.
         stop: returns True to cancel between files.
+        skip_unreadable: leave out files of a folder that look like DICOM but are
+            truncated, malformed or inconsistent with their pixel data (found while
+            reading headers), listing them in ``metadata["skipped_files"]``, instead of
+            refusing the folder. The rest must still form a regular series: a skipped
+            slice in the middle is then reported as missing.
 
     Returns:
         The volume: array ``(i, j, k)`` = (column, row, slice along the normal), values
@@ -238,10 +227,13 @@ def load_dicom(
         VolumeReadError: anything that stops a faithful reading, with the file or folder.
         jobs.Cancelled: ``stop`` returned True.
     """
-    return jobs.run_job(load_dicom_steps(path, series_uid=series_uid, stop=stop or jobs.never))
+    job = load_dicom_steps(
+        path, series_uid=series_uid, stop=stop or jobs.never, skip_unreadable=skip_unreadable
+    )
+    return jobs.run_job(job)
 
 
-def _choose(scan: _Scan, series_uid: str | None) -> tuple[SeriesInfo, list[_Header]]:
+def _choose(scan: Scan, series_uid: str | None) -> tuple[SeriesInfo, list[Header]]:
     infos = _sorted_series(scan)
     if series_uid is None:
         if len(infos) > 1:
@@ -259,14 +251,34 @@ def _choose(scan: _Scan, series_uid: str | None) -> tuple[SeriesInfo, list[_Head
     return info, scan.series[series_uid]
 
 
-def _check_consistent(headers: list[_Header], frames: list[fr.Frame]) -> None:
-    first = headers[0].ds
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def _check_size(root: Path, info: SeriesInfo, headers: list[Header]) -> None:
+    need = sum(h.stored_bytes for h in headers)
+    if need > MAX_SERIES_BYTES:
+        raise VolumeReadError(
+            f"{root}: series {info.label} needs {_size(need)} for its pixel values, more "
+            f"than the {_size(MAX_SERIES_BYTES)} this reader allows"
+        )
+
+
+def _check_consistent(headers: list[Header], frames: list[fr.Frame]) -> None:
+    first = headers[0]
     for h in headers[1:]:
-        for tag in ("Rows", "Columns"):
-            if h.ds.get(tag) != first.get(tag):
+        for tag, mine, theirs in (
+            ("Rows", h.rows, first.rows),
+            ("Columns", h.columns, first.columns),
+        ):
+            if mine != theirs:
                 raise VolumeReadError(
-                    f"{h.path}: {tag} is {h.ds.get(tag)} but {first.get(tag)} in "
-                    f"{headers[0].path}; the series mixes image sizes"
+                    f"{h.path}: {tag} is {mine} but {theirs} in {first.path}; "
+                    "the series mixes image sizes"
                 )
     ref = frames[0]
     for f in frames[1:]:
@@ -285,7 +297,11 @@ def _check_consistent(headers: list[_Header], frames: list[fr.Frame]) -> None:
 
 
 def load_dicom_steps(
-    path: str | os.PathLike[str], *, series_uid: str | None = None, stop: StopFn = jobs.never
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    stop: StopFn = jobs.never,
+    skip_unreadable: bool = False,
 ) -> jobs.Job[Volume]:
     """`load_dicom` as a long job: yields `jobs.Progress` (files done, files in all).
 
@@ -294,13 +310,23 @@ def load_dicom_steps(
     ``stop`` is checked before every file; when it returns True, `jobs.Cancelled` is
     raised. See `load_dicom` for arguments, result and errors.
     """
-    root = Path(path)
-    scan = yield from _scan_steps(root, stop)
+    return (
+        yield from _printable_errors(_load_steps(Path(path), series_uid, stop, skip_unreadable))
+    )
+
+
+def _load_steps(
+    root: Path, series_uid: str | None, stop: StopFn, skip_unreadable: bool
+) -> jobs.Job[Volume]:
+    scan = yield from scan_steps(root, stop, skip_unreadable)
     info, headers = _choose(scan, series_uid)
-    frames = [f for n, h in enumerate(headers) for f in fr.frames_of(h.ds, h.path, n)]
+    _check_size(root, info, headers)
+    frames = []
+    for n, h in enumerate(headers):
+        with _malformed(h.path):
+            frames.extend(fr.frames_of(h.ds, h.path, n))
+            fr.check_decoder(h.ds, h.path)  # fail before reading any pixels
     _check_consistent(headers, frames)
-    for h in headers:
-        fr.check_decoder(h.ds, h.path)  # fail before reading any pixels
     try:
         geo = stack_geometry(
             np.stack([f.position for f in frames]),
@@ -323,18 +349,19 @@ def load_dicom_steps(
     for n, h in enumerate(headers):
         if stop():
             raise jobs.Cancelled(f"reading the DICOM series in {root} was cancelled")
-        try:
-            ds = pydicom.dcmread(h.path)
-        except Exception as e:
-            raise VolumeReadError(f"{h.path}: cannot read the file: {e}") from e
-        planes = fr.pixel_frames(ds, h.path)
-        expected, multi = h.frames, fr.is_multiframe(h.ds)
-        if planes.shape[0] != expected:
-            raise VolumeReadError(f"{h.path}: {planes.shape[0]} frames, expected {expected}")
-        ks = [slot[(n, f if multi else None)] for f in range(expected)]
-        if ds.get("ModalityLUTSequence"):  # a lookup table instead of slope/intercept
-            planes = apply_modality_lut(planes, ds)
-            slopes[ks], intercepts[ks] = 1.0, 0.0
+        with _malformed(h.path):
+            try:
+                ds = pydicom.dcmread(h.path)
+            except Exception as e:
+                raise VolumeReadError(f"{h.path}: cannot read the file: {e}") from e
+            planes = fr.pixel_frames(ds, h.path)
+            expected, multi = h.frames, fr.is_multiframe(h.ds)
+            if planes.shape[0] != expected:
+                raise VolumeReadError(f"{h.path}: {planes.shape[0]} frames, expected {expected}")
+            ks = [slot[(n, f if multi else None)] for f in range(expected)]
+            if ds.get("ModalityLUTSequence"):  # a lookup table instead of slope/intercept
+                planes = apply_modality_lut(planes, ds)
+                slopes[ks], intercepts[ks] = 1.0, 0.0
         if raw is None:
             raw = np.empty((len(frames), *planes.shape[1:]), dtype=planes.dtype)
         elif planes.dtype != raw.dtype:
@@ -346,7 +373,8 @@ def load_dicom_steps(
     values = fr.apply_rescale(raw, slopes, intercepts)
 
     modality = info.modality if info.modality in ("CT", "MR") else "other"
-    meta = fr.basic_metadata(headers[0].ds)
+    with _malformed(headers[0].path):
+        meta = fr.basic_metadata(headers[0].ds)
     uniform = np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0])
     meta.update(
         {
@@ -359,6 +387,7 @@ def load_dicom_steps(
             "gantry_tilt_deg": geo.tilt_deg,
             "slice_spacing_assumed": geo.assumed_spacing,
             "files": list(dict.fromkeys(str(headers[f.file_index].path) for f in sorted_frames)),
+            "skipped_files": scan.skipped,
         }
     )
     # (k, rows, columns) → (i, j, k): a transposed view, Fortran-ordered, no copy.
