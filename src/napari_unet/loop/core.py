@@ -34,7 +34,9 @@ from psygnal import Signal
 from napari_unet.errors import InputError
 from napari_unet.io.volume import Volume
 from napari_unet.jobs import Job, never
-from napari_unet.loop.merge import Edit, merge_unreviewed
+from napari_unet.loop.merge import Edit, SliceInformation, merge_unreviewed, unreviewed_content
+from napari_unet.loop.merge import empty_slices as _empty_slices
+from napari_unet.loop.merge import slice_information as _slice_information
 from napari_unet.loop.steps import (
     TrainedVersion,
     TrainingData,
@@ -45,6 +47,17 @@ from napari_unet.loop.steps import (
 )
 from napari_unet.outputs import atomic_output, check_output
 from napari_unet.workspace import ModelVersion, Recovery, Workspace
+
+#: A slice's prediction is "uncertain" when the mean uncertainty (softmax entropy /
+#: log(classes)) over its foreground and the voxels near it is above this: on average
+#: the model gives the runner-up class more than about 5 % there (two classes; 0.3 is
+#: the entropy of 95 : 5). A fine-tuned model's confident slices stay well below it (a
+#: thin uncertain rim around a confident interior); an untrained one is near 1.
+UNCERTAIN_SLICE = 0.3
+
+#: Slices with less foreground than this fraction of the median foreground of the
+#: slices that have any are "almost empty" (edge slices): reviewed last.
+ALMOST_EMPTY = 0.05
 
 
 class Loop:
@@ -64,7 +77,16 @@ class Loop:
         reviewed_changed(): the reviewed slices changed.
         model_changed(): the live model or the versions changed.
         busy_changed(bool): a job started or ended.
+
+    Attributes:
+        labels_writer: the model version whose merge last wrote every unreviewed
+            slice; None when the labels came from elsewhere (an adopted segmentation,
+            a file, a merge of only some slices into such labels). See `foreign_content`.
     """
+
+    labels_writer: str | None = None
+    _labels_epoch = 0  # bumped whenever the labels change other than by painting
+    _information: tuple[Any, Any, int, SliceInformation] | None = None
 
     labels_changed = Signal(object)
     reviewed_changed = Signal()
@@ -258,6 +280,8 @@ class Loop:
         self.workspace.labels = labels
         self.workspace.reviewed = set()
         self.last_uncertainty = None
+        self.labels_writer = None  # adopted: whoever made it, it was not a merge of ours
+        self._labels_epoch += 1
         self.labels_changed.emit(None)
         self.reviewed_changed.emit()
 
@@ -280,21 +304,118 @@ class Loop:
         self.mark_reviewed([index])
 
     def next_to_review(self) -> int | None:
-        """The most uncertain unreviewed slice (or the one farthest from every reviewed
-        slice when no uncertainty is known); None when all are reviewed."""
+        """The unreviewed slice worth reviewing most (see `review_order`); None when all
+        are reviewed."""
+        order = self.review_order()
+        return order[0] if order else None
+
+    def review_order(self) -> list[int]:
+        """The unreviewed slices (native indices), the most informative first.
+
+        With the last prediction's uncertainty, slices rank by their information: the
+        uncertainty summed over the voxels predicted foreground or near it
+        (`merge.slice_information`), so much tissue of medium uncertainty comes before
+        a few very uncertain voxels. Slices with almost no foreground (`ALMOST_EMPTY`
+        of the median foreground; edge slices) come last. Ties, and no uncertainty:
+        the middle of the widest run of unreviewed slices first (the scan's ends count
+        as reviewed), which spreads the reviews out and leaves the edges for last.
+        """
         ws = self.workspace
-        unreviewed = np.array(sorted(set(range(ws.n_slices)) - ws.reviewed))
+        n = ws.n_slices
+        unreviewed = np.array(sorted(set(range(n)) - ws.reviewed), dtype=np.int64)
         if unreviewed.size == 0:
+            return []
+        info = self.slice_information()
+        filled = info.foreground[info.foreground > 0]
+        if filled.size:
+            almost_empty = info.foreground < ALMOST_EMPTY * float(np.median(filled))
+        else:
+            almost_empty = np.zeros(n, dtype=bool)
+        walls = np.array(sorted(ws.reviewed | {-1, n}), dtype=np.int64)
+        gap = np.min(np.abs(unreviewed[:, None] - walls[None, :]), axis=1)
+        order = np.lexsort((-gap, -info.information[unreviewed], almost_empty[unreviewed]))
+        return [int(i) for i in unreviewed[order]]
+
+    def slice_information(self) -> SliceInformation:
+        """Per-slice information, uncertainty and foreground of the labels and the last
+        prediction's uncertainty (`merge.slice_information`).
+
+        Kept until a merge, `use_labels`, `labels_edited` or a new uncertainty; painting
+        (which only changes slices it makes reviewed) does not recompute it.
+        """
+        cached = self._information
+        if not (
+            cached is not None
+            and cached[0] is self.last_uncertainty
+            and cached[1] is self.labels
+            and cached[2] == self._labels_epoch
+        ):
+            info = _slice_information(self.labels, self.last_uncertainty,
+                                      slice_axis=self.slice_axis)  # fmt: skip
+            cached = self._information = (self.last_uncertainty, self.labels,
+                                          self._labels_epoch, info)  # fmt: skip
+        return cached[3]
+
+    def slice_uncertainty(self, index: int) -> float | None:
+        """Mean uncertainty of the last prediction over a slice's foreground and the
+        voxels near it (compare with `UNCERTAIN_SLICE`); None without an uncertainty."""
+        if self.last_uncertainty is None:
             return None
-        if self.last_uncertainty is not None:
-            axes = tuple(a for a in range(3) if a != ws.slice_axis)
-            per_slice = self.last_uncertainty.mean(axis=axes)
-            return int(unreviewed[np.argmax(per_slice[unreviewed])])
-        if ws.reviewed:
-            reviewed = np.array(sorted(ws.reviewed))
-            distance = np.min(np.abs(unreviewed[:, None] - reviewed[None, :]), axis=1)
-            return int(unreviewed[np.argmax(distance)])
-        return int(unreviewed[len(unreviewed) // 2])
+        return float(self.slice_information().mean_uncertainty[int(index)])
+
+    def labels_edited(self) -> None:
+        """The labels were changed in place from outside (an undo in the viewer): figures
+        derived from them are recomputed; `labels_changed(None)` is emitted."""
+        self._labels_epoch += 1
+        self.labels_changed.emit(None)
+
+    @property
+    def trained(self) -> bool:
+        """Whether the live model has learned from data: fine-tuned (its version's
+        metrics have ``steps`` or ``trained_slices``) or imported from a trained model
+        (its lineage names the source). False for a new model and without a model."""
+        if self.model is None:
+            return False
+        current = self.current
+        metrics = current.metrics if current is not None else {}
+        if metrics.get("steps") or metrics.get("trained_slices"):
+            return True
+        lineage = getattr(self.model, "lineage", None)
+        lineage = lineage if isinstance(lineage, dict) else {}
+        return any(lineage.get(key) for key in ("imported_from", "source", "trained_on"))
+
+    def foreign_content(self) -> int:
+        """Foreground voxels on unreviewed slices that the live model's line did not write.
+
+        Content is the model's own when the last merge over every unreviewed slice came
+        from the current version, an ancestor or a descendant of it (a fine-tune's
+        re-prediction, a roll back). Anything else (an adopted segmentation, labels
+        from a file or an earlier session, another model's prediction) is foreign: a
+        merge would replace it, so a front end asks first. Returns its voxel count.
+        """
+        writer, current = self.labels_writer, self.workspace.current
+        if (
+            writer is not None
+            and current is not None
+            and (writer in self._lineage(current) or current in self._lineage(writer))
+        ):
+            return 0
+        return unreviewed_content(self.labels, reviewed=self.workspace.reviewed,
+                                  slice_axis=self.slice_axis)  # fmt: skip
+
+    def empty_slices(self) -> list[int]:
+        """Unreviewed slices without foreground (for ``merge(..., only=...)``)."""
+        return _empty_slices(self.labels, reviewed=self.workspace.reviewed,
+                             slice_axis=self.slice_axis)  # fmt: skip
+
+    def _lineage(self, version_hash: str) -> set[str]:
+        """The version and its ancestors among this loop's versions."""
+        parents = {v.hash: v.parent for v in self.workspace.models}
+        seen: set[str] = set()
+        while version_hash is not None and version_hash not in seen:
+            seen.add(version_hash)
+            version_hash = parents.get(version_hash)
+        return seen
 
     # --- jobs ------------------------------------------------------------------------------
     def predict(
@@ -304,7 +425,7 @@ class Loop:
         """A job predicting the scan with the live model; returns a `Prediction`.
 
         A 2D model runs only the unreviewed slices (``only_unreviewed``); apply the
-        result with `merge`.
+        result with `merge`. The prediction's ``info["model"]`` names the version.
         """
         self._idle("start a prediction")
         model = self._require_model()
@@ -321,7 +442,7 @@ class Loop:
         job = predict_job(model, self.image, slice_axis=self.slice_axis, slices=slices,
                           device=self.device, uncertainty=uncertainty,
                           batch_size=batch_size, stop=stop)  # fmt: skip
-        return self._guarded(job)
+        return self._guarded(_signed(job, model.hash))
 
     def merge(
         self,
@@ -335,7 +456,10 @@ class Loop:
 
         Args:
             prediction: a `Prediction`, a label `Volume` or an array on the scan's grid.
-            only: write only these slices (e.g. the empty ones).
+                A prediction of `predict` merged over every unreviewed slice makes its
+                model version the `labels_writer`; anything else makes it None.
+            only: write only these slices (e.g. the empty ones); the `labels_writer`
+                stays what it was.
             writer: applies the Edit to the labels itself (the panel records it in
                 napari's undo history); None writes it here.
         """
@@ -349,6 +473,10 @@ class Loop:
         unc = getattr(prediction, "uncertainty", None)
         if unc is not None:
             self.last_uncertainty = np.asarray(unc.array)
+        if only is None:
+            info = getattr(prediction, "info", None)
+            self.labels_writer = info.get("model") if isinstance(info, dict) else None
+        self._labels_epoch += 1
         self.labels_changed.emit(edit)
         return edit
 
@@ -469,6 +597,14 @@ class Loop:
         if ws.current is not None and ws.model_path() is not None:
             loop.model = load_model(ws.model_path())
         return loop
+
+
+def _signed(job: Job[Any], model_hash: str) -> Job[Any]:
+    """The prediction job, its result signed with the model version that made it."""
+    prediction = yield from job
+    if isinstance(getattr(prediction, "info", None), dict):
+        prediction.info.setdefault("model", model_hash)
+    return prediction
 
 
 class _BusyJob:

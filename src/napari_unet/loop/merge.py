@@ -2,7 +2,9 @@
 
 The merge is recorded as an `Edit` (the voxels it changed, their old and new values)
 so that a front end can put it on its undo stack as ONE step and undo restores the
-labels exactly as they were, including what the user painted.
+labels exactly as they were, including what the user painted. Also here: what a merge
+would replace (`unreviewed_content`, `empty_slices`) and how much a slice's review
+would teach the model (`slice_information`).
 """
 
 from __future__ import annotations
@@ -105,3 +107,78 @@ def unreviewed_content(labels: np.ndarray, *, reviewed: Iterable[int], slice_axi
     keep = np.ones(labels.shape[slice_axis], dtype=bool)
     keep[[int(i) for i in reviewed]] = False
     return int(np.count_nonzero(np.compress(keep, labels, axis=slice_axis)))
+
+
+def empty_slices(labels: np.ndarray, *, reviewed: Iterable[int], slice_axis: int) -> list[int]:
+    """Unreviewed slices without any foreground (what "only empty slices" may write)."""
+    others = tuple(a for a in range(labels.ndim) if a != slice_axis)
+    filled = np.any(labels, axis=others)
+    done = {int(i) for i in reviewed}
+    return [int(i) for i in np.flatnonzero(~filled) if int(i) not in done]
+
+
+#: Uncertainty (softmax entropy / log(classes)) from which a voxel counts as "near the
+#: foreground" even where the prediction is background: the runner-up class has about
+#: 11 % probability or more (two classes), i.e. the model almost called it foreground.
+NEAR_FOREGROUND = 0.5
+
+
+@dataclass(frozen=True)
+class SliceInformation:
+    """Per-slice figures of a prediction, one value per index along the slice axis.
+
+    Attributes:
+        information: uncertainty summed over the slice's *region*: voxels predicted
+            foreground or uncertain (>= `NEAR_FOREGROUND`). Big where there is much
+            tissue the model is unsure about, small on near-empty edge slices.
+        region: voxels in the region.
+        foreground: voxels with a label.
+    """
+
+    information: np.ndarray
+    region: np.ndarray
+    foreground: np.ndarray
+
+    @property
+    def mean_uncertainty(self) -> np.ndarray:
+        """Mean uncertainty over each slice's region (0 where the region is empty)."""
+        return np.divide(self.information, self.region,
+                         out=np.zeros_like(self.information), where=self.region > 0)  # fmt: skip
+
+
+def slice_information(
+    labels: np.ndarray, uncertainty: np.ndarray | None, *, slice_axis: int, block: int = 16
+) -> SliceInformation:
+    """How much reviewing each slice would teach the model.
+
+    Works block by block of ``block`` slices, so no whole-volume temporary is made.
+
+    Args:
+        labels: the labels ``(i, j, k)`` (a prediction merged into the user's labels).
+        uncertainty: per-voxel uncertainty in [0, 1] on the same grid, or None (then
+            only ``foreground`` is filled in; the rest is zero).
+        slice_axis: the axis slices are reviewed along.
+        block: slices per block.
+
+    Returns:
+        A `SliceInformation` (float64 information, int64 counts).
+    """
+    n = labels.shape[slice_axis]
+    others = tuple(a for a in range(labels.ndim) if a != slice_axis)
+    info = np.zeros(n, dtype=np.float64)
+    region = np.zeros(n, dtype=np.int64)
+    foreground = np.zeros(n, dtype=np.int64)
+    if uncertainty is not None and uncertainty.shape != labels.shape:
+        raise ValueError(f"uncertainty shape {uncertainty.shape} differs from {labels.shape}")
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        index = tuple(slice(lo, hi) if a == slice_axis else slice(None) for a in range(3))
+        filled = labels[index] != 0
+        foreground[lo:hi] = filled.sum(axis=others)
+        if uncertainty is None:
+            continue
+        unc = uncertainty[index]
+        near = filled | (unc >= NEAR_FOREGROUND)
+        region[lo:hi] = near.sum(axis=others)
+        info[lo:hi] = np.where(near, unc, 0).sum(axis=others, dtype=np.float64)
+    return SliceInformation(info, region, foreground)
