@@ -1,4 +1,5 @@
-"""The Scan dock: open a NIfTI file or DICOM folder, set contrast, see the geometry."""
+"""The Scan dock: open a NIfTI file or DICOM folder, set contrast and modality, see the
+geometry; choose the frame (RAS or LPS) of the status bar's coordinates."""
 
 from __future__ import annotations
 
@@ -19,21 +20,30 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet._layers import (
-    CT_WINDOWS,
-    auto_contrast,
+    contrast_presets,
     image_layer_data,
+    is_scan_layer,
+    preset_limits,
     scan_name,
-    window_limits,
+)
+from napari_unet._widgets import _status
+from napari_unet._widgets._modality import (
+    MODALITIES,
+    describe_modality,
+    layer_modality,
+    set_layer_modality,
 )
 from napari_unet._widgets._worker import start_job
 from napari_unet.errors import InputError, MultipleSeriesError
 from napari_unet.io.display import METADATA_KEY
 
-MR_AUTO = "auto (MR)"
+#: Shown in the contrast box when the limits match no preset (set by hand).
+CUSTOM = "custom"
 
 
 class DataWidget(QWidget):
-    """Open scans, pick a CT window or MR auto-contrast, show orientation and spacing."""
+    """Open scans, pick a CT window or a percentile auto-contrast, say the modality, show
+    orientation and spacing."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -45,9 +55,22 @@ class DataWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.contrast_combo = QComboBox()
-        self.contrast_combo.addItems([*CT_WINDOWS, MR_AUTO])
+        self.contrast_combo.setToolTip("CT windows in HU, or percentiles of the non-zero voxels")
+        self.modality_combo = QComboBox()
+        self.modality_combo.addItems(list(MODALITIES))
+        self.modality_combo.setToolTip(
+            "What the scan is: new models normalise CT with a HU window, MR (and other) "
+            "with a percentile clip and z-score"
+        )
+        self.modality_note = QLabel("")
+        self.modality_note.setWordWrap(True)
+        self.frame_combo = QComboBox()
+        self.frame_combo.addItems(list(_status.FRAMES))
+        self.frame_combo.setToolTip(
+            "Coordinates in the status bar: RAS (NIfTI, 3D Slicer) or LPS (DICOM, ITK), mm"
+        )
         self.info_labels = {
-            key: QLabel("–") for key in ("layer", "shape", "spacing", "orientation", "modality")
+            key: QLabel("–") for key in ("layer", "shape", "spacing", "orientation")
         }
 
         buttons = QHBoxLayout()
@@ -55,6 +78,9 @@ class DataWidget(QWidget):
             buttons.addWidget(button)
         form = QFormLayout()
         form.addRow("Contrast", self.contrast_combo)
+        form.addRow("Modality", self.modality_combo)
+        form.addRow("", self.modality_note)
+        form.addRow("Coordinates", self.frame_combo)
         for key, label in self.info_labels.items():
             label.setWordWrap(True)
             form.addRow(key.capitalize(), label)
@@ -67,7 +93,15 @@ class DataWidget(QWidget):
         self.open_folder_button.clicked.connect(self._choose_folder)
         self.cancel_button.clicked.connect(self.cancel)
         self.contrast_combo.textActivated.connect(self.apply_contrast)
+        self.modality_combo.textActivated.connect(self.set_modality)
+        self.frame_combo.textActivated.connect(lambda frame: _status.set_frame(self.viewer, frame))
+        self._shown = None  # the layer whose metadata events we follow
+        self._limits: dict[tuple[int, str], tuple[float, float]] = {}
         self.viewer.layers.selection.events.active.connect(self._refresh)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        _status.install(self.viewer)
+        self.frame_combo.setCurrentText(_status.frame_of(self.viewer))
         self._refresh()
 
     # --- opening -----------------------------------------------------------------
@@ -129,24 +163,33 @@ class DataWidget(QWidget):
 
     # --- contrast and geometry --------------------------------------------------------
     def _image_layer(self):
-        """The selected scan, else the last scan opened through the plugin."""
+        """The selected plugin image, else the last scan opened through the plugin (label
+        maps opened as images are not scans: `is_scan_layer`)."""
 
-        def is_scan(layer) -> bool:
+        def is_plugin_image(layer) -> bool:
             return isinstance(layer, napari.layers.Image) and METADATA_KEY in layer.metadata
 
         layer = self.viewer.layers.selection.active
-        if layer is not None and is_scan(layer):
+        if layer is not None and is_plugin_image(layer):
             return layer
-        scans = [lyr for lyr in self.viewer.layers if is_scan(lyr)]
+        scans = [
+            lyr
+            for lyr in self.viewer.layers
+            if is_plugin_image(lyr) and is_scan_layer(lyr.name, lyr.data, lyr.metadata)
+        ]
         return scans[-1] if scans else None
 
     def apply_contrast(self, name: str) -> None:
+        """Apply a preset: a CT window (by `CT_WINDOWS` key or its title) or a
+        percentile auto-contrast."""
         layer = self._image_layer()
         if layer is None:
             show_error("Open a scan first: no image layer to set the contrast of")
             return
+        if name == CUSTOM:
+            return
         try:
-            limits = auto_contrast(layer.data) if name == MR_AUTO else window_limits(name)
+            limits = preset_limits(name, layer.data)
         except (InputError, ValueError) as e:
             show_error(str(e))
             return
@@ -155,9 +198,31 @@ class DataWidget(QWidget):
             max(limits[1], layer.contrast_limits_range[1]),
         )
         layer.contrast_limits = limits
+        self._show_contrast(layer)
+
+    def set_modality(self, modality: str) -> None:
+        """Say what the scan is (CT, MR, other): new models follow it."""
+        layer = self._image_layer()
+        if layer is None:
+            show_error("Open a scan first: no image layer to set the modality of")
+            return
+        set_layer_modality(layer, modality)  # its metadata event refreshes the widgets
+
+    def _follow(self, layer) -> None:
+        """Refresh when the shown layer's metadata (modality) or contrast changes."""
+        if layer is self._shown:
+            return
+        self._limits.clear()
+        for event_name in ("metadata", "contrast_limits"):
+            if self._shown is not None:
+                getattr(self._shown.events, event_name).disconnect(self._refresh)
+            if layer is not None:
+                getattr(layer.events, event_name).connect(self._refresh)
+        self._shown = layer
 
     def _refresh(self, event=None) -> None:
         layer = self._image_layer()
+        self._follow(layer)
         meta = (layer.metadata or {}).get(METADATA_KEY, {}) if layer is not None else {}
         values = {
             "layer": layer.name if layer is not None else "–",
@@ -166,11 +231,39 @@ class DataWidget(QWidget):
             if meta.get("spacing")
             else "–",
             "orientation": meta.get("orientation", "–"),
-            "modality": meta.get("modality", "–"),
         }
         for key, value in values.items():
             self.info_labels[key].setText(str(value))
-        if meta.get("modality") == "MR":
-            self.contrast_combo.setCurrentText(MR_AUTO)
-        elif meta.get("modality") == "CT":
-            self.contrast_combo.setCurrentText("soft tissue")
+        self.modality_combo.setEnabled(layer is not None)
+        self.contrast_combo.setEnabled(layer is not None)
+        if layer is None:
+            self.modality_note.setText("")
+            return
+        modality, source = layer_modality(layer)
+        self.modality_combo.setCurrentText(modality)
+        self.modality_note.setText(describe_modality(modality, source))
+        self._show_contrast(layer)
+
+    def _show_contrast(self, layer) -> None:
+        """List the presets for the scan's modality and show the one in effect (or
+        "custom" when the limits were set by hand)."""
+        modality, _ = layer_modality(layer)
+        presets = contrast_presets(modality)
+        current = tuple(float(v) for v in layer.contrast_limits)
+        shown = CUSTOM
+        for name in presets:
+            key = (id(layer.data), name)
+            if key not in self._limits:  # percentiles cost tens of ms: once per scan
+                self._limits[key] = preset_limits(name, layer.data)
+            limits = self._limits[key]
+            if all(
+                abs(a - b) <= 1e-6 * max(1.0, abs(b)) for a, b in zip(current, limits, strict=True)
+            ):
+                shown = name
+                break
+        combo = self.contrast_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(presets + ([CUSTOM] if shown == CUSTOM else []))
+        combo.setCurrentText(shown)
+        combo.blockSignals(False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from napari_unet._widgets._modality import describe_normalization, layer_modality, model_modality
 from napari_unet._widgets._session import LoopSession
 from napari_unet.errors import InputError
 
@@ -68,22 +69,40 @@ class ModelSection(QGroupBox):
         session.changed.connect(self.refresh)
 
     # --- actions (public so tests and the demo can drive them) --------------------------
-    def new_model(self, labels: list[str], *, spatial_dims: int = 2, arch: str = "recommended"):
+    def new_model(
+        self,
+        labels: list[str],
+        *,
+        spatial_dims: int = 2,
+        arch: str = "recommended",
+        modality: str | None = None,
+    ):
         """Create an untrained model for the current scan and make it current.
 
         The loop's one spec factory chooses the network, context slices and the
-        normalisation for the scan's modality. Returns the model file.
+        normalisation for the modality: ``modality`` ("CT" or "MR"), else the scan's as
+        read, detected or chosen (`_modality.model_modality`: never none). Returns the
+        model file.
         """
         session = self.session
-        session.require_image()
-        version = session.loop.new_model(labels, spatial_dims=spatial_dims, arch=arch)
+        image = session.require_image()
+        note = ""
+        if modality is None:
+            modality, note = model_modality(*layer_modality(image), session.loop.image.array)
+        version = session.loop.new_model(labels, spatial_dims=spatial_dims, arch=arch,
+                                         modality=modality)  # fmt: skip
+        if note:
+            show_info(note)
         self._show_labels()
         return Path(version.file)
 
     def open_model(self, path: str | Path) -> None:
-        self.session.require_image()
+        image = self.session.require_image()
         self.session.loop.open_model(path)
         self._show_labels()
+        warning = normalization_mismatch(self.session.model.spec, layer_modality(image)[0])
+        if warning:
+            show_warning(warning)
 
     def _show_labels(self) -> None:
         spec = self.session.model.spec
@@ -146,3 +165,21 @@ class ModelSection(QGroupBox):
             item = QListWidgetItem(text)
             item.setData(256, version.hash)  # Qt.UserRole
             self.versions.addItem(item)
+
+
+def normalization_mismatch(spec, modality: str) -> str:
+    """A warning when a model's normalisation does not suit the scan ("" if it does)."""
+    mode = str(spec.normalization.mode)
+    if mode == "none":
+        return (
+            f"model {spec.name!r} has no intensity normalisation: it sees raw values, "
+            "so its predictions are only right on scans like the ones it was trained on"
+        )
+    wanted = {"CT": "ct", "MR": "mr"}.get(modality)
+    if wanted is not None and mode != wanted:
+        made_for = "CT" if mode == "ct" else "MR"
+        return (
+            f"model {spec.name!r} normalises as {describe_normalization(spec.normalization)}"
+            f", made for {made_for}, but this scan is {modality}"
+        )
+    return ""

@@ -1,11 +1,39 @@
-"""The napari U-Net panel: model → segment → review → fine-tune → export, one dock."""
+"""The napari U-Net panel: model → segment → review → fine-tune → export, one dock.
+
+At the top, always in view: the running job's progress bar and ETA, then the scan the
+loop works on (chosen by the user among the plugin's scans; label maps and uncertainty
+maps never qualify), its modality, and the model's classes (a legend that is also the
+named label picker). The five steps below fold to their titles; the step in use is
+unfolded and scrolled into view (a fine-tune's live curve fits a 1280×800 screen).
+"""
 
 from __future__ import annotations
 
 import napari
-from qtpy.QtCore import QEvent, Qt
-from qtpy.QtWidgets import QComboBox, QLabel, QScrollArea, QVBoxLayout, QWidget
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QMessageBox,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
+from napari_unet._layers import is_scan_layer
+from napari_unet._widgets import _status
+from napari_unet._widgets._collapsible import CollapsibleSection
+from napari_unet._widgets._legend import LabelLegend, apply_label_identity, name_napari_picker
+from napari_unet._widgets._modality import (
+    MODALITIES,
+    describe_modality,
+    describe_normalization,
+    layer_modality,
+    set_layer_modality,
+)
+from napari_unet._widgets._progress_bar import JobProgressBar
 from napari_unet._widgets._session import LoopSession
 from napari_unet._widgets._warmup import start_warm_up
 from napari_unet._widgets.export_section import ExportSection
@@ -15,6 +43,8 @@ from napari_unet._widgets.review_section import ReviewSection
 from napari_unet._widgets.segment_section import SegmentSection
 from napari_unet.errors import InputError
 
+NO_SCAN = "(open a scan)"
+
 
 class UNetPanel(QWidget):
     """The whole correct-and-fine-tune loop in one dock widget."""
@@ -23,19 +53,60 @@ class UNetPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = LoopSession(napari_viewer, recovery_root=recovery_root)
+        # the scan is the one chosen here, never "the last image opened"
+        self.session.find_image = self.chosen_scan
+        self.scan_combo = QComboBox()
+        self.scan_combo.setToolTip(
+            "The scan the loop segments and trains on: images opened with napari-unet "
+            "(label maps and uncertainty maps are not offered)"
+        )
+        self.modality_combo = QComboBox()
+        self.modality_combo.addItems(list(MODALITIES))
+        self.modality_combo.setToolTip(
+            "What the scan is; a new model normalises CT with a HU window, MR and other "
+            "with a percentile clip and z-score"
+        )
+        self.modality_note = QLabel("")
+        self.modality_note.setWordWrap(True)
         self.scan_label = QLabel("Open a scan (File > Open or the Scan dock).")
         self.scan_label.setWordWrap(True)
+        self.legend = LabelLegend()
+        self.legend.setVisible(False)
         self.model_section = ModelSection(self.session)
         self.segment_section = SegmentSection(self.session)
         self.review_section = ReviewSection(self.session)
         self.finetune_section = FinetuneSection(self.session, self.segment_section)
         self.export_section = ExportSection(self.session)
+        self.progress = JobProgressBar(
+            is_busy=lambda: self.session.loop is not None and self.session.loop.busy,
+            budget_for=self._budget_for,
+            on_start=self._job_started,
+        )
+        self.sections = {
+            name: CollapsibleSection(section)
+            for name, section in (
+                ("model", self.model_section),
+                ("segment", self.segment_section),
+                ("review", self.review_section),
+                ("finetune", self.finetune_section),
+                ("export", self.export_section),
+            )
+        }
+        self.sections["export"].set_expanded(False)
+        self.sections["export"].set_summary("save labels, model, workspace")
 
         inner = QWidget()
         layout = QVBoxLayout(inner)
+        layout.setSpacing(4)
+        identity = QFormLayout()
+        identity.setContentsMargins(0, 0, 0, 0)
+        identity.addRow("Scan", self.scan_combo)
+        identity.addRow("Modality", self.modality_combo)
+        identity.addRow("", self.modality_note)
+        layout.addLayout(identity)
         layout.addWidget(self.scan_label)
-        for section in (self.model_section, self.segment_section, self.review_section,
-                        self.finetune_section, self.export_section):  # fmt: skip
+        layout.addWidget(self.legend)
+        for section in self.sections.values():
             layout.addWidget(section)
         layout.addStretch()
         scroll = QScrollArea()
@@ -52,11 +123,23 @@ class UNetPanel(QWidget):
         self._fit_width()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(2)
+        outer.addWidget(self.progress)  # outside the scroll area: always in view
         outer.addWidget(scroll)
 
-        self.session.changed.connect(self._refresh_scan)
-        self.viewer.layers.events.inserted.connect(self._layer_added)
-        self._layer_added()
+        self._scan_layers: list = []
+        self._followed = None  # the scan whose metadata (modality) we follow
+        self._had_model = False
+        self._label_maps: dict[tuple[int, int, str], bool] = {}
+        self.session.changed.connect(self._session_changed)
+        self.scan_combo.activated.connect(self._scan_chosen)
+        self.modality_combo.textActivated.connect(self._modality_chosen)
+        self.finetune_section.started.connect(lambda: self.focus_step("finetune"))
+        layers = self.viewer.layers.events
+        layers.inserted.connect(self._layers_changed)
+        layers.removed.connect(self._layers_changed)
+        _status.install(self.viewer)
+        self._layers_changed()
         self.warmed_up = start_warm_up()  # after building: the GUI thread goes first
 
     def eventFilter(self, watched, event) -> bool:  # Qt override
@@ -69,17 +152,135 @@ class UNetPanel(QWidget):
         bar = self._scroll.verticalScrollBar().sizeHint().width()
         self.setMinimumWidth(self._inner.minimumSizeHint().width() + bar + 4)
 
-    def _layer_added(self, event=None) -> None:
-        if self.session.image_layer is not None and self.session.image_layer in self.viewer.layers:
+    # --- the scan: chosen, never guessed ------------------------------------------------------
+    def scan_candidates(self) -> list:
+        """Image layers that can be the scan: opened or made by the plugin with scan
+        geometry, not label maps (`_layers.is_scan_layer`), in the viewer's order."""
+        found = []
+        for layer in self.viewer.layers:
+            if not isinstance(layer, napari.layers.Image):
+                continue
+            key = (id(layer), id(layer.data), layer.name)
+            if key not in self._label_maps:  # a sample's distinct values: once per layer
+                self._label_maps[key] = is_scan_layer(layer.name, layer.data, layer.metadata)
+            if self._label_maps[key]:
+                found.append(layer)
+        return found
+
+    def chosen_scan(self):
+        """The scan chosen in the combo (the first one opened until the user chooses)."""
+        index = self.scan_combo.currentIndex()
+        if 0 <= index < len(self._scan_layers) and self._scan_layers[index] in self.viewer.layers:
+            return self._scan_layers[index]
+        candidates = self.scan_candidates()
+        return candidates[0] if candidates else None
+
+    def choose_scan(self, layer) -> None:
+        """Make ``layer`` (a scan candidate) the loop's scan, as if chosen in the combo."""
+        if layer not in self._scan_layers:
+            raise InputError(f"{layer.name!r} cannot be the scan: it is not a scan opened "
+                             "with napari-unet, or it looks like a label map")  # fmt: skip
+        self.scan_combo.setCurrentIndex(self._scan_layers.index(layer))
+        self._attach(layer)
+
+    def _layers_changed(self, event=None) -> None:
+        if event is not None and getattr(event, "type", "") == "inserted":
+            event.value.events.name.connect(self._list_scans)
+        self._list_scans()
+        session = self.session
+        current = session.image_layer
+        if current is None or current not in self.viewer.layers:
+            first = self.chosen_scan()
+            if first is not None:
+                self._attach(first)
+        self._refresh_identity()
+
+    def _list_scans(self, event=None) -> None:
+        self._scan_layers = self.scan_candidates()
+        combo = self.scan_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems([layer.name for layer in self._scan_layers] or [NO_SCAN])
+        current = self.session.image_layer
+        if current in self._scan_layers:
+            combo.setCurrentIndex(self._scan_layers.index(current))
+        combo.setEnabled(bool(self._scan_layers))
+        combo.blockSignals(False)
+
+    def _scan_chosen(self, index: int) -> None:
+        if not 0 <= index < len(self._scan_layers):
             return
-        layer = self.session.find_image()
-        if layer is None:
+        layer = self._scan_layers[index]
+        session = self.session
+        if layer is session.image_layer:
             return
+        if session.loop is not None and session.loop.reviewed:
+            answer = QMessageBox.question(
+                self,
+                "Change the scan?",
+                f"Work on {layer.name!r} from now on? The corrections of "
+                f"{session.image_layer.name!r} stay in their layer and its autosave, "
+                "but the loop starts over on the new scan.",
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                self._list_scans()
+                return
+        self._attach(layer)
+
+    def _attach(self, layer) -> None:
         try:
             self.session.attach_image(layer)
-        except InputError:
+        except InputError as e:
+            show_error(str(e))
             return
+        self._list_scans()
+        self._refresh_identity()
         self.export_section.offer_restore()
+
+    # --- modality -------------------------------------------------------------------------
+    def _modality_chosen(self, modality: str) -> None:
+        layer = self.session.image_layer
+        if layer is None:
+            show_error("Open a scan first: no scan to set the modality of")
+            return
+        set_layer_modality(layer, modality)  # the metadata event refreshes every widget
+
+    def _follow_scan(self, layer) -> None:
+        if layer is self._followed:
+            return
+        if self._followed is not None:
+            self._followed.events.metadata.disconnect(self._scan_metadata_changed)
+        if layer is not None:
+            layer.events.metadata.connect(self._scan_metadata_changed)
+        self._followed = layer
+
+    def _scan_metadata_changed(self, event=None) -> None:
+        session = self.session
+        if session.loop is not None and session.image_layer is not None:
+            session.loop.image.modality = layer_modality(session.image_layer)[0]
+        self._refresh_identity()
+
+    def _refresh_identity(self) -> None:
+        layer = self.session.image_layer
+        self._follow_scan(layer)
+        self.modality_combo.setEnabled(layer is not None)
+        if layer is None:
+            self.modality_note.setText("")
+            return
+        modality, source = layer_modality(layer)
+        self.modality_combo.setCurrentText(modality)
+        note = describe_modality(modality, source)
+        if modality not in ("CT", "MR"):
+            note += " — new models use MR's percentile z-score"
+        self.modality_note.setText(note)
+        self._refresh_scan()
+
+    # --- state shown ----------------------------------------------------------------------
+    def _session_changed(self) -> None:
+        if self.scan_combo.currentText() != getattr(self.session.image_layer, "name", NO_SCAN):
+            self._list_scans()  # the scan was attached elsewhere (e.g. a reopened workspace)
+            self._follow_scan(self.session.image_layer)
+        self._refresh_scan()
 
     def _refresh_scan(self) -> None:
         session = self.session
@@ -87,7 +288,62 @@ class UNetPanel(QWidget):
             return
         ws = session.workspace
         model = session.model
-        text = f"Scan: {session.image_layer.name} ({ws.image.modality}, {ws.image.orientation})"
+        text = f"{ws.image.orientation} · {' × '.join(map(str, ws.image.shape))} voxels"
         if model is not None:
-            text += f" · model: {model.spec.name}, labels: {', '.join(model.spec.labels)}"
+            spec = model.spec
+            text += (f"\nModel: {spec.name} ({spec.spatial_dims}D), normalisation: "
+                     f"{describe_normalization(spec.normalization)}; labels: "
+                     f"{', '.join(spec.labels)}")  # fmt: skip
         self.scan_label.setText(text)
+        self._show_classes()
+        if model is not None and not self._had_model:
+            self._had_model = True
+            self.sections["model"].set_expanded(False)
+        self.sections["model"].set_summary(self._model_summary())
+
+    def _model_summary(self) -> str:
+        session = self.session
+        if session.model is None:
+            return "no model yet"
+        versions = session.workspace.models
+        index = next((i for i, v in enumerate(versions) if v.hash == session.workspace.current), 0)
+        dice = versions[index].metrics.get("val_dice") if versions else None
+        text = f"v{index} of {len(versions)}"
+        return text + (f", Dice {dice:.3f}" if dice is not None else ", untrained")
+
+    def _show_classes(self) -> None:
+        """The model's class names and colours on the loop's labels layer and in the legend."""
+        session = self.session
+        names: list[str] = []
+        colors: list[str] = []
+        if session.model is not None:
+            names, colors = list(session.model.spec.labels), list(session.model.spec.colors)
+        elif session.workspace is not None:
+            names = list(session.workspace.label_names)
+            colors = list(session.workspace.label_colors)
+        layer = session.labels_layer
+        if layer is not None and layer in self.viewer.layers and names:
+            apply_label_identity(layer, names, colors)
+            name_napari_picker(self.viewer, layer)
+        self.legend.set_classes(names, colors, layer if layer in self.viewer.layers else None)
+
+    # --- progress and focus ---------------------------------------------------------------
+    def _budget_for(self, description: str):
+        return self.finetune_section.budget if description == "Fine-tuning" else None
+
+    def _job_started(self, description: str) -> None:
+        self.focus_step("finetune" if description == "Fine-tuning" else "segment")
+
+    def focus_step(self, name: str) -> None:
+        """Unfold step ``name`` and bring it into view; fold the model and export steps
+        while a job runs (their state is in their folded titles)."""
+        self.sections[name].set_expanded(True)
+        if name in ("finetune", "segment"):
+            for other in ("model", "export"):
+                self.sections[other].set_expanded(False)
+        QTimer.singleShot(0, lambda: self._bring_into_view(name))
+
+    def _bring_into_view(self, name: str) -> None:
+        self._scroll.ensureWidgetVisible(self.sections[name], 0, 4)
+        if name == "finetune":  # the live curve above all
+            self._scroll.ensureWidgetVisible(self.finetune_section.plot, 0, 4)

@@ -10,7 +10,10 @@ gives it) so that every view matches 3D Slicer's radiological convention:
   screen's left. Coronal (axes 0, 2): superior at the top, right on the left. Sagittal
   (axes 0, 1): superior at the top, anterior on the left.
 
-World coordinates in napari are mm along those display axes: ``(-z, -y, -x)`` of RAS.
+World coordinates in napari are mm along those display axes: ``(-z, -y, -x)`` of RAS
+(of the nearest orthogonal grid, so not the scanner's coordinates on an oblique scan).
+What a user reads (the status bar) goes through `DisplayGeometry.world_mm`, which uses
+the file's exact affine, as 3D Slicer and ITK-SNAP do.
 Scale is the true voxel spacing, so anisotropic scans keep their aspect and the world
 extent equals the scan's. For oblique scans the display is the acquisition grid (as a
 radiologist reads it); the exact oblique affine stays in the layer metadata and is what
@@ -106,6 +109,47 @@ class DisplayGeometry:
             out[self.display_axis(axis)] = np.asarray(self.to_display_index(axis, values))
         return tuple(out)
 
+    def to_native_point(self, display_point) -> np.ndarray:
+        """Continuous display voxel coordinates → native ``(i, j, k)`` coordinates.
+
+        Args:
+            display_point: a layer's data coordinates (display voxels, ``(3,)``); may be
+                fractional (a mouse position inside a voxel).
+
+        Returns:
+            ``(3,)`` float native voxel coordinates: integer at voxel centres.
+        """
+        display_point = np.asarray(display_point, dtype=np.float64)[-3:]
+        native = np.empty(3)
+        for axis in range(3):
+            value = display_point[self.display_axis(axis)]
+            flipped = self.to_display_ornt[axis, 1] < 0
+            native[axis] = (self.native_shape[axis] - 1 - value) if flipped else value
+        return native
+
+    def to_display_point(self, native_point) -> np.ndarray:
+        """Native ``(i, j, k)`` coordinates → display voxel coordinates (the inverse)."""
+        native_point = np.asarray(native_point, dtype=np.float64)[:3]
+        display = np.empty(3)
+        for axis in range(3):
+            flipped = self.to_display_ornt[axis, 1] < 0
+            value = native_point[axis]
+            n = self.native_shape[axis]
+            display[self.display_axis(axis)] = (n - 1 - value) if flipped else value
+        return display
+
+    def world_mm(self, display_point, frame: str = "RAS") -> np.ndarray:
+        """Scanner coordinates (mm) of a display voxel position, with the file's exact
+        (also oblique) affine: ``affine @ [i, j, k, 1]``.
+
+        Args:
+            display_point: display voxel coordinates ``(3,)`` (fractional allowed).
+            frame: "RAS" (NIfTI, 3D Slicer) or "LPS" (DICOM, ITK): x and y negated.
+        """
+        native = self.to_native_point(display_point)
+        ras = self.affine[:3, :3] @ native + self.affine[:3, 3]
+        return ras_to_frame(ras, frame)
+
     def to_metadata(self) -> dict[str, Any]:
         """Plain values for ``layer.metadata[METADATA_KEY]``."""
         return {
@@ -118,6 +162,17 @@ class DisplayGeometry:
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> DisplayGeometry:
         return display_geometry(np.asarray(meta["affine"], float), tuple(meta["native_shape"]))
+
+
+def ras_to_frame(ras, frame: str = "RAS") -> np.ndarray:
+    """RAS mm → the same point in ``frame`` ("RAS" or "LPS": x and y negated)."""
+    frame = str(frame).upper()
+    if frame not in ("RAS", "LPS"):
+        raise ValueError(f"frame must be 'RAS' or 'LPS', got {frame!r}")
+    point = np.asarray(ras, dtype=np.float64).copy()
+    if frame == "LPS":
+        point[:2] *= -1.0
+    return point
 
 
 def display_geometry(affine: np.ndarray, native_shape: tuple[int, ...]) -> DisplayGeometry:
