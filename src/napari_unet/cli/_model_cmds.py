@@ -23,6 +23,7 @@ from napari_unet.cli._common import (
     prepare_output,
     warn,
 )
+from napari_unet.cli._cohort_cmds import add_predict_options, cmd_predict_cohort, wants_cohort
 from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
 from napari_unet.outputs import atomic_output, check_distinct
@@ -67,10 +68,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     new.set_defaults(func=cmd_new_model)
 
-    pred = subparsers.add_parser("predict", help="segment a scan with a model file")
+    pred = subparsers.add_parser("predict", help="segment a scan (or a cohort) with a model file")
     pred.add_argument("model", help="model .safetensors file")
-    pred.add_argument("image", help="NIfTI file, DICOM file or DICOM folder")
-    pred.add_argument("-o", "--out", required=True, help="output label map (.nii / .nii.gz)")
+    pred.add_argument(
+        "image", nargs="+", metavar="INPUT",
+        help="NIfTI file, DICOM file or DICOM folder; several, a folder of cases, a glob or "
+        "a CSV/TSV manifest make a cohort",
+    )  # fmt: skip
+    pred.add_argument(
+        "-o", "--out", required=True,
+        help="output label map (.nii / .nii.gz); a folder for a cohort",
+    )  # fmt: skip
     pred.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     pred.add_argument(
         "--batch-size", type=BATCH_SIZE, metavar="N", help="tiles or slices per batch (1 to 4096)"
@@ -81,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     pred.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D models: slice axis")
     pred.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_predict_options(pred)
     pred.set_defaults(func=cmd_predict)
 
     bench = subparsers.add_parser("bench", help="speed against MONAI's sliding_window_inference")
@@ -149,6 +158,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.loop import Loop
     from napari_unet.models import load_model
 
+    if wants_cohort(args):  # several inputs, a folder of cases, a glob, a manifest
+        return cmd_predict_cohort(args)
+    args.image = args.image[0]
     check_distinct(("-o", args.out), ("--uncertainty", args.uncertainty))
     inputs = [args.model, args.image]
     out = prepare_output(

@@ -21,6 +21,7 @@ from napari_unet.cli._common import (
     prepare_output,
     warn,
 )
+from napari_unet.cli._cohort_cmds import add_train_options, cmd_train_cohort
 from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
 
@@ -31,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train", help="fine-tune (or train a new model) on the labelled voxels of a label map"
     )
-    train.add_argument("image", help="NIfTI file, DICOM file or DICOM folder")
-    train.add_argument("labels", help="label map on the image grid (NIfTI)")
+    train.add_argument("image", nargs="?", help="NIfTI file, DICOM file or DICOM folder")
+    train.add_argument("labels", nargs="?", help="label map on the image grid (NIfTI)")
+    add_train_options(train)  # --cohort MANIFEST, --nproc N
     train.add_argument("-o", "--out", required=True, help="new model version (.safetensors)")
     train.add_argument("--from", dest="from_model", metavar="MODEL", help="parent model file")
     train.add_argument(
@@ -209,6 +211,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from napari_unet.loop import Loop
 
+    if args.cohort is not None or args.nproc is not None:
+        return cmd_train_cohort(args)
+    if args.image is None or args.labels is None:
+        raise InputError("train: give IMAGE and LABELS, or --cohort MANIFEST")
     out = prepare_output(
         args.out,
         overwrite=args.overwrite,
