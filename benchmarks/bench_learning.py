@@ -4,7 +4,8 @@ For each sample (MR brain white matter, CT-like abdomen phantom) and from scratc
 
 * ``target``: one round revealing 5 evenly spread slices along the through-plane axis
   (the issue's target: Dice ≥ 0.93 on unrevealed slices, whole run ≤ 3 min on 2 CPU cores);
-* ``curve``: several rounds of ``--k`` slices chosen by the "worst" strategy — Dice on the
+* ``curve``: several rounds of ``--k`` slices chosen by ``--strategy`` ("worst" by
+  default; "random" is the control, see `loop.simulation`) — Dice on the
   unrevealed slices against revealed slices and against cumulative seconds, and how much
   each round lowered Dice on the slices revealed before it (target: by ≤ 0.01);
 * baselines measured in the same run on the same unrevealed slices: the best single
@@ -13,7 +14,7 @@ For each sample (MR brain white matter, CT-like abdomen phantom) and from scratc
 
 Usage::
 
-    python benchmarks/bench_learning.py [--quick] [--device cpu] \
+    python benchmarks/bench_learning.py [--quick] [--device cpu] [--strategy worst] \
         [--out benchmarks/results/learning_cpu.json]
 
 Timings on a shared machine are noisy: the load average before and after is recorded.
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.evaluation.metrics import dice_per_class
+from napari_unet.typing import Device, Strategy
 
 
 def best_threshold_dice(image: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -73,9 +75,18 @@ def multi_otsu_dice(image: np.ndarray, truth: np.ndarray, n_labels: int) -> list
     return out
 
 
-def run_sample(key: str, *, device: str, k: int, rounds: int, quick: bool, log) -> dict:
-    from napari_unet.samples import load_sample
+def run_sample(
+    key: str,
+    *,
+    device: Device | str,
+    k: int,
+    rounds: int,
+    quick: bool,
+    log,
+    strategy: Strategy | str = Strategy.WORST,
+) -> dict:
     from napari_unet.loop.simulation import simulate
+    from napari_unet.samples import load_sample
     from napari_unet.training import TrainConfig, recommended_spec
 
     s = load_sample(key)
@@ -129,7 +140,7 @@ def run_sample(key: str, *, device: str, k: int, rounds: int, quick: bool, log) 
             spec=spec,
             rounds=rounds,
             slices_per_round=k,
-            strategy="worst",
+            strategy=strategy,
             device=device,
         )
         out["curve"] = curve.to_dict()
@@ -159,7 +170,8 @@ def run_sample(key: str, *, device: str, k: int, rounds: int, quick: bool, log) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="target runs and baselines only")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", choices=Device.values())
+    p.add_argument("--strategy", default="worst", choices=Strategy.values())
     p.add_argument("--samples", default="mr_brain,ct_abdomen")
     p.add_argument("--k", type=int, default=2, help="slices per round of the curve")
     p.add_argument("--rounds", type=int, default=4, help="rounds of the curve")
@@ -192,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     for key in args.samples.split(","):
         result["cases"].append(
             run_sample(
-                key, device=args.device, k=args.k, rounds=args.rounds, quick=args.quick, log=log
+                key,
+                device=args.device,
+                k=args.k,
+                rounds=args.rounds,
+                quick=args.quick,
+                log=log,
+                strategy=args.strategy,
             )
         )
     result["machine"]["load_average_after"] = list(os.getloadavg())

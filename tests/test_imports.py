@@ -127,7 +127,7 @@ def test_the_cycle_finder_finds_cycles():
 def test_the_graph_sees_known_edges():
     graph = import_graph()
     assert "napari_unet.training.scoring" in graph["napari_unet.training.trainer"]
-    assert "napari_unet.evaluation.metrics" in graph["napari_unet.training.trainer"]
+    assert "napari_unet.evaluation.metrics" in graph["napari_unet.training.handlers"]
     # lazy (function-level) imports are not edges
     assert "napari_unet.inference.predict" not in graph["napari_unet.training.scoring"]
 

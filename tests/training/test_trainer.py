@@ -60,8 +60,8 @@ def test_paths_run_and_report_progress(pair, dims):
     assert [e.done for e in events] == [1, 2, 3, 4]
     assert set(events[-1].data) == {"step", "loss", "val_dice", "elapsed", "eta"}
     assert events[-1].data["val_dice"] is not None and events[-1].total == 4
-    assert result.metrics["steps"] == 4 and not result.metrics["stopped"]
-    assert result.metrics["val_dice_per_class"] is not None
+    assert result.metrics.steps == 4 and not result.metrics.stopped
+    assert result.metrics.val_dice_per_class is not None
     assert not result.model.training
     out = result.model(torch.zeros(1, spec.in_channels, *spec.patch_size))
     assert out.shape[1] == 2
@@ -87,7 +87,8 @@ def test_stop_returns_a_valid_model_and_parent_untouched(pair, tmp_path):
     result = run_job(
         finetune_steps(parent, spec, [data], config=TrainConfig(steps=50, **FAST), stop=stop)
     )
-    assert result.metrics["stopped"] and result.metrics["steps"] == 3
+    assert result.metrics.stopped and result.metrics.steps == 3
+    assert result.drift is None  # no replayed data: no drift check
     assert result.parent_hash == parent.hash
     for k, v in parent.model.state_dict().items():
         assert torch.equal(v, before[k])
@@ -103,7 +104,7 @@ def test_seconds_budget_and_schedule(pair):
     data = sparse_volume(image, labels, spec, slices=[3], slice_axis=2)
     cfg = TrainConfig(steps=None, seconds=0.5, **FAST)
     result = finetune(None, spec, [data], config=cfg)
-    assert result.metrics["steps"] >= 1 and result.metrics["train_seconds"] < 5
+    assert result.metrics.steps >= 1 and result.metrics.train_seconds < 5
     assert lr_factor(0, 0.1, 0.02) == pytest.approx(0.05)
     assert lr_factor(0.1, 0.1, 0.02) == pytest.approx(1.0)
     assert lr_factor(1.0, 0.1, 0.02) == pytest.approx(0.02)

@@ -48,6 +48,12 @@ def test_lineage_written_read_back_and_history(pair, tmp_path):
     assert lin["metrics"]["steps"] == 3 and "val_dice_per_class" in lin["metrics"]
     assert lin["timings"]["train_seconds"] > 0 and lin["config"]["steps"] == 3
     assert set(lin["drift"]) == {"parent_dice", "child_dice", "tolerance", "flagged", "voxels"}
+    assert lin["drift"] == second.drift.to_dict()  # a typed DriftCheck, stored as JSON
+    assert set(lin["metrics"]) == {  # the lineage keys model files have always had
+        "val_dice", "val_dice_per_class", "best_step", "steps", "seconds_per_step",
+        "stopped", "final_loss", "device", "precision", "class_weights",
+    }  # fmt: skip
+    assert lin["timings"]["seconds"] == second.metrics.seconds
     assert "created" in lin and "torch" in lin["versions"]
     assert read_model_header(tmp_path / "v1.safetensors")["lineage"]["note"] == "first"
 

@@ -27,6 +27,7 @@ from napari_unet.cli._cohort_cmds import add_predict_options, cmd_predict_cohort
 from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
 from napari_unet.outputs import atomic_output, check_distinct
+from napari_unet.typing import Device
 
 ARCH_CHOICES = ("recommended", "unet", "resunet", "attention_unet", "classic_unet")
 
@@ -79,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--out", required=True,
         help="output label map (.nii / .nii.gz); a folder for a cohort",
     )  # fmt: skip
-    pred.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    pred.add_argument("--device", default="auto", choices=Device.values())
     pred.add_argument(
         "--batch-size", type=BATCH_SIZE, metavar="N", help="tiles or slices per batch (1 to 4096)"
     )

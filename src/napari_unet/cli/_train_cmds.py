@@ -24,8 +24,9 @@ from napari_unet.cli._common import (
 from napari_unet.cli._cohort_cmds import add_train_options, cmd_train_cohort
 from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
+from napari_unet.typing import Device, Strategy
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = Device.values()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="slices revealed per round (1 to 4096)",
     )
-    sim.add_argument("--strategy", choices=("worst", "uncertain"), default="worst")
+    sim.add_argument("--strategy", choices=Strategy.values(), default=Strategy.WORST.value)
     sim.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="default: through-plane")
     _budget_args(sim, later=True)
     sim.add_argument("--device", default="auto", choices=DEVICES)
@@ -258,35 +259,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _report_training(args: argparse.Namespace, trained) -> None:
-    m = trained.metrics
-    drift = m.get("drift_check")
+    m, drift = trained.metrics, trained.metrics.drift_check
     summary = {
         "out": str(trained.path),
         "hash": trained.hash,
         "parent": trained.parent,
-        "steps": m["steps"],
-        "seconds": m["seconds"],
-        "val_dice": m["val_dice"],
-        "val_dice_per_class": m["val_dice_per_class"],
-        "best_step": m["best_step"],
-        "device": m["device"],
-        "drift": drift,
-        "labelled_voxels": m["labelled_voxels"],
+        "steps": m.steps,
+        "seconds": m.seconds,
+        "val_dice": m.val_dice,
+        "val_dice_per_class": m.val_dice_per_class,
+        "best_step": m.best_step,
+        "device": m.device,
+        "drift": None if drift is None else drift.to_dict(),
+        "labelled_voxels": m.labelled_voxels,
     }
     if args.json:
         print(json.dumps(summary))
         return
-    val = "n/a" if m["val_dice"] is None else f"{m['val_dice']:.4f}"
+    val = "n/a" if m.val_dice is None else f"{m.val_dice:.4f}"
     print(
         one_line(
-            f"wrote {trained.path} ({m['steps']} steps, {m['seconds']:.1f} s on {m['device']}; "
+            f"wrote {trained.path} ({m.steps} steps, {m.seconds:.1f} s on {m.device}; "
             f"validation Dice {val}; hash {trained.hash[:12]})"
         )
     )
-    if drift and drift["flagged"]:
+    if drift is not None and drift.flagged:
         warn(
             "this version does worse than its parent on the replayed slices (Dice "
-            f"{drift['child_dice']:.4f} < {drift['parent_dice']:.4f}); "
+            f"{drift.child_dice:.4f} < {drift.parent_dice:.4f}); "
             f"roll back with --from {args.from_model}"
         )
 

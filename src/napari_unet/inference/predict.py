@@ -3,6 +3,12 @@
 ``predict_steps`` yields `Progress` (slices or tiles done / total) after every batch,
 checks ``stop`` before each one (raising `jobs.Cancelled`) and returns a `Prediction`
 whose label map lies exactly on the input's grid. `predict_volume` drains it.
+
+It reads as its steps: resolve the options (`_resolve_model`, `_check_slices`) →
+prepare the input (`_prepare_input`: normalisation parameters, resampling to the
+model grid) → plan tiles and batches (`_plan_tiles`) → run the batches, the part that
+yields (`_run_batches`: blending, argmax and entropy happen in `inference.stitch`) →
+back to the input grid (`_to_input_grid`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 
 from napari_unet.inference.device import autocast_dtype, resolve_device
 from napari_unet.inference.preprocess import (
+    NormParams,
     model_grid_shape,
     normalization_params,
     resample,
@@ -30,7 +37,7 @@ from napari_unet.io.volume import Volume
 from napari_unet.jobs import Job, never, run_job
 from napari_unet.models.build import has_sample_dependent_norm, size_divisor
 from napari_unet.models.spec import ModelSpec
-from napari_unet.typing import ProgressFn
+from napari_unet.typing import Device, Precision, ProgressFn
 
 #: Tile and batch voxel budgets (for 16 first-level features; scaled for wider nets).
 #: On CPU a batch's activations live in host memory next to the scan: measured on a
@@ -72,14 +79,14 @@ def predict_steps(
     spec: ModelSpec | None,
     volume: Volume,
     *,
-    device: str | torch.device = "auto",
+    device: Device | str | torch.device = Device.AUTO,
     batch_size: int | None = None,
     slice_axis: int | None = None,
     slices: Sequence[int] | None = None,
     overlap: float = 0.25,
     roi_size: Sequence[int] | None = None,
     uncertainty: bool = False,
-    precision: str = "auto",
+    precision: Precision | str = Precision.AUTO,
     channels_last: bool | None = None,
     stop: Callable[[], bool] = never,
 ) -> Job[Prediction]:
@@ -98,7 +105,8 @@ def predict_steps(
         model: a `LoadedModel` or a ``torch.nn.Module`` (its training flag is restored).
         spec: the ModelSpec; None to use ``model.spec``.
         volume: the scan, array ``(i, j, k)``.
-        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps".
+        device: a `Device`: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "mps";
+            or a ``torch.device``.
         batch_size: tiles (3D) or slice tiles (2D) per forward pass; None picks one
             from a voxel budget for the device.
         slice_axis: array axis a 2D model slices along (overrides the spec).
@@ -109,8 +117,8 @@ def predict_steps(
         roi_size: tile size; None picks it: the patch for networks with per-tile
             statistics (instance norm), else the cheapest tile within the voxel budget.
         uncertainty: also return the normalised softmax entropy.
-        precision: "auto" (bf16/fp16 autocast on CUDA, float32 elsewhere), "fp32",
-            "bf16", "fp16".
+        precision: a `Precision`: "auto" (bf16/fp16 autocast on CUDA, float32
+            elsewhere), "fp32", "bf16", "fp16".
         channels_last: channels-last inputs; None: on for 2D and on CUDA.
         stop: returns True to cancel; checked before every batch.
 
@@ -121,10 +129,43 @@ def predict_steps(
         Prediction.
 
     Raises:
-        ValueError: bad option values, or a volume/spec mismatch.
+        ValueError: bad option values (a bad choice names the allowed ones), or a
+            volume/spec mismatch.
         jobs.Cancelled: ``stop()`` returned True.
     """
     t0 = time.perf_counter()
+    net, spec = _resolve_model(model, spec)
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    precision = Precision.check(precision, "precision")
+    dev = resolve_device(device)
+    ax = spec_slice_axis(spec, volume.through_plane_axis, slice_axis)
+    slices = _check_slices(slices, volume.shape[ax], ax)
+    grid, params, source = _prepare_input(volume, spec, ax)
+    plan = _plan_tiles(net, spec, dev, grid, ax, overlap=overlap, roi_size=roi_size,
+                       batch_size=batch_size, channels_last=channels_last)  # fmt: skip
+    amp = autocast_dtype(dev, precision)
+    out_labels, out_unc, run = yield from _run_batches(
+        net, spec, dev, amp, plan, source, params, ax=ax, input_shape=volume.shape,
+        slices=slices, uncertainty=uncertainty, stop=stop,
+    )  # fmt: skip
+    label_vol, unc_vol = _to_input_grid(out_labels, out_unc, volume, spec, ax, slices)
+    info = {
+        "tile": list(plan.tile),
+        "batch_size": run.batch_size,
+        "n_tiles": plan.layout.n_tiles,
+        "precision": str(amp).replace("torch.", "") if amp else "float32",
+        "model_grid": list(grid),
+        "slice_axis": ax,
+        "channels_last": plan.channels_last,
+    }
+    return Prediction(
+        label_vol, unc_vol, time.perf_counter() - t0, str(run.device), run.messages, info
+    )
+
+
+def _resolve_model(model: Any, spec: ModelSpec | None) -> tuple[torch.nn.Module, ModelSpec]:
+    """The network and its spec from a `LoadedModel` or a module with its spec."""
     from napari_unet.models.files import LoadedModel
 
     net = model.model if isinstance(model, LoadedModel) else model
@@ -136,27 +177,63 @@ def predict_steps(
         raise ValueError(
             f"model must be a LoadedModel or torch.nn.Module, got {type(model).__name__}"
         )
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    dev = resolve_device(device)
-    dims = spec.spatial_dims
-    ax = spec_slice_axis(spec, volume.through_plane_axis, slice_axis)
-    n_slices = volume.shape[ax]
-    wanted = None
-    if slices is not None:
-        slices = sorted({int(s) for s in slices})
-        bad = [s for s in slices if not 0 <= s < n_slices]
-        if bad:
-            raise ValueError(f"slices {bad[:5]} outside 0..{n_slices - 1} along axis {ax}")
+    return net, spec
 
-    grid = model_grid_shape(
-        volume.shape, volume.spacing, spec.target_spacing, keep_axes=(ax,) if dims == 2 else ()
-    )
+
+def _check_slices(slices: Sequence[int] | None, n_slices: int, ax: int) -> list[int] | None:
+    """The requested slice indices, sorted and unique; ValueError for one outside."""
+    if slices is None:
+        return None
+    slices = sorted({int(s) for s in slices})
+    bad = [s for s in slices if not 0 <= s < n_slices]
+    if bad:
+        raise ValueError(f"slices {bad[:5]} outside 0..{n_slices - 1} along axis {ax}")
+    return slices
+
+
+def _prepare_input(
+    volume: Volume, spec: ModelSpec, ax: int
+) -> tuple[tuple[int, ...], NormParams, np.ndarray]:
+    """(model grid shape, normalisation parameters, the scan on the model grid).
+
+    The parameters come from the scan as it is; the scan is resampled (trilinear) only
+    when the spec's target spacing asks for another grid (never along a 2D model's
+    slice axis). Normalisation itself is applied tile by tile later.
+    """
+    grid = model_grid_shape(volume.shape, volume.spacing, spec.target_spacing,
+                            keep_axes=(ax,) if spec.spatial_dims == 2 else ())  # fmt: skip
     params = normalization_params(volume.array, spec.normalization)
     source = volume.array if grid == volume.shape else resample(volume.array, grid)
     if source.dtype.kind not in "fiub":
         raise ValueError(f"volume dtype {source.dtype} is not numeric")
+    return grid, params, source
 
+
+@dataclass
+class _TilePlan:
+    """Tiles and batches: ``tile`` size, their ``layout``, tiles per batch."""
+
+    tile: tuple[int, ...]
+    layout: Layout
+    batch_size: int
+    channels_last: bool
+
+
+def _plan_tiles(
+    net: torch.nn.Module,
+    spec: ModelSpec,
+    dev: torch.device,
+    grid: tuple[int, ...],
+    ax: int,
+    *,
+    overlap: float,
+    roi_size: Sequence[int] | None,
+    batch_size: int | None,
+    channels_last: bool | None,
+) -> _TilePlan:
+    """Tile size (given, or the cheapest within the device's voxel budget), layout over
+    the model grid (3D) or a slice (2D), batch size and memory format."""
+    dims = spec.spatial_dims
     kind = "cuda" if dev.type == "cuda" else "cpu"
     max_tile, batch_vox = _BUDGETS[(kind, dims)]
     width = _first_width(spec)
@@ -170,34 +247,51 @@ def predict_steps(
         if len(tile) != dims or min(tile) < 1:
             raise ValueError(f"roi_size must be {dims} positive sizes, got {roi_size!r}")
     else:
-        tile = choose_tile(
-            extent,
-            spec.patch_size,
-            divisor=divisor,
-            max_voxels=max_tile,
-            min_overlap=min_overlap,
-            grow=not has_sample_dependent_norm(net),
-        )
+        tile = choose_tile(extent, spec.patch_size, divisor=divisor, max_voxels=max_tile,
+                           min_overlap=min_overlap,
+                           grow=not has_sample_dependent_norm(net))  # fmt: skip
     layout = Layout.over(extent, tile, min_overlap, divisor)
     if batch_size is None:
         batch_size = max(1, batch_vox // int(np.prod(tile)))
     if channels_last is None:
         channels_last = dims == 2 or dev.type == "cuda"
+    return _TilePlan(tile, layout, batch_size, channels_last)
 
-    n_classes = spec.out_channels
+
+def _run_batches(
+    net: torch.nn.Module,
+    spec: ModelSpec,
+    dev: torch.device,
+    amp: torch.dtype | None,
+    plan: _TilePlan,
+    source: np.ndarray,
+    params: NormParams,
+    *,
+    ax: int,
+    input_shape: tuple[int, ...],
+    slices: list[int] | None,
+    uncertainty: bool,
+    stop: Callable[[], bool],
+) -> Job[tuple[np.ndarray, np.ndarray | None, Runner]]:
+    """The network over every batch (the part that yields): blended logits, then argmax
+    and entropy, written into label / uncertainty arrays on the model grid.
+
+    Returns:
+        (labels, uncertainty or None, the `Runner`: final batch size, device, fallbacks).
+    """
+    grid, n_classes = source.shape, spec.out_channels
     out_labels = np.zeros(grid, dtype=np.uint8 if n_classes <= 256 else np.uint16)
     out_unc = np.zeros(grid, dtype=np.float32) if uncertainty else None
-    amp = autocast_dtype(dev, precision)
     acc_device = dev if dev.type == "cuda" else torch.device("cpu")
-    with _eval_on(net, dev, channels_last) as net_ready:
-        run = Runner(net_ready, dev, amp, batch_size, channels_last=channels_last)
-        if dims == 2:
-            todo = slices if slices is not None else list(range(n_slices))
+    with _eval_on(net, dev, plan.channels_last) as net_ready:
+        run = Runner(net_ready, dev, amp, plan.batch_size, channels_last=plan.channels_last)
+        if spec.spatial_dims == 2:
+            todo = slices if slices is not None else list(range(input_shape[ax]))
             yield from slices_2d(
                 run,
                 np.moveaxis(source, ax, 0),
                 params,
-                layout,
+                plan.layout,
                 n_classes,
                 np.moveaxis(out_labels, ax, 0),
                 None if out_unc is None else np.moveaxis(out_unc, ax, 0),
@@ -207,29 +301,32 @@ def predict_steps(
                 stop=stop,
             )
         else:
-            if slices is not None:
-                scale = grid[ax] / volume.shape[ax]
-                wanted = (
-                    ax,
-                    int(slices[0] * scale) - 1,
-                    int(np.ceil((slices[-1] + 1) * scale)) + 1,
-                )
-            yield from sliding_window_3d(
-                run,
-                source,
-                params,
-                layout,
-                n_classes,
-                out_labels,
-                out_unc,
-                wanted=wanted,
-                acc_device=acc_device,
-                stop=stop,
-            )
+            wanted = None
+            if slices is not None:  # the slab of the model grid that meets the slices
+                scale = grid[ax] / input_shape[ax]
+                first = int(slices[0] * scale) - 1
+                wanted = (ax, first, int(np.ceil((slices[-1] + 1) * scale)) + 1)
+            yield from sliding_window_3d(run, source, params, plan.layout, n_classes,
+                                         out_labels, out_unc, wanted=wanted,
+                                         acc_device=acc_device, stop=stop)  # fmt: skip
+    return out_labels, out_unc, run
+
+
+def _to_input_grid(
+    out_labels: np.ndarray,
+    out_unc: np.ndarray | None,
+    volume: Volume,
+    spec: ModelSpec,
+    ax: int,
+    slices: list[int] | None,
+) -> tuple[Volume, Volume | None]:
+    """Labels (nearest) and uncertainty (trilinear) back on the input grid, zero outside
+    the requested slices, as Volumes with the input's geometry (labels carry the spec's
+    names and colours)."""
     labels = resample(out_labels, volume.shape, labels=True)
     unc = None if out_unc is None else resample(out_unc, volume.shape)
     if slices is not None:
-        keep = np.zeros(n_slices, dtype=bool)
+        keep = np.zeros(volume.shape[ax], dtype=bool)
         keep[slices] = True
         drop = tuple(~keep if a == ax else slice(None) for a in range(3))
         labels = np.ascontiguousarray(labels)
@@ -241,18 +338,7 @@ def predict_steps(
     unc_vol = (
         None if unc is None else volume.with_array(np.ascontiguousarray(unc, dtype=np.float32))
     )
-    info = {
-        "tile": list(tile),
-        "batch_size": run.batch_size,
-        "n_tiles": layout.n_tiles,
-        "precision": str(amp).replace("torch.", "") if amp else "float32",
-        "model_grid": list(grid),
-        "slice_axis": ax,
-        "channels_last": channels_last,
-    }
-    return Prediction(
-        label_vol, unc_vol, time.perf_counter() - t0, str(run.device), run.messages, info
-    )
+    return label_vol, unc_vol
 
 
 def predict_volume(

@@ -46,6 +46,7 @@ from napari_unet.loop.steps import (
     version_file,
 )
 from napari_unet.outputs import atomic_output, check_output
+from napari_unet.typing import Device
 from napari_unet.workspace import ModelVersion, Recovery, Workspace
 
 #: A slice's prediction is "uncertain" when the mean uncertainty (softmax entropy /
@@ -70,7 +71,8 @@ class Loop:
         slice_axis: the axis slices are reviewed along (default: through-plane).
         models_folder: where new model versions are written (default: the workspace's
             ``models/`` once saved, else a per-scan cache folder).
-        device: "auto", "cpu", "cuda" or "mps".
+        device: a `Device`: "auto", "cpu", "cuda" or "mps" (checked here; "cuda:1" names
+            a GPU).
 
     Signals:
         labels_changed(Edit | None): the labels changed (None: wholesale).
@@ -100,7 +102,7 @@ class Loop:
         *,
         slice_axis: int | None = None,
         models_folder: str | os.PathLike | None = None,
-        device: str = "auto",
+        device: Device | str = Device.AUTO,
     ) -> None:
         self.workspace = Workspace(image, labels, slice_axis=slice_axis)
         self.model: Any = None  # models.files.LoadedModel
@@ -110,6 +112,16 @@ class Loop:
         self._busy = False
 
     # --- state ---------------------------------------------------------------------------
+    @property
+    def device(self) -> Device | str:
+        """Where jobs run: a `Device` name; setting it checks the name."""
+        return self._device
+
+    @device.setter
+    def device(self, device: Device | str) -> None:
+        Device.check(device, "device")
+        self._device = device
+
     @property
     def image(self) -> Volume:
         return self.workspace.image
@@ -227,7 +239,7 @@ class Loop:
     def add_version(self, trained: TrainedVersion) -> ModelVersion:
         """Make a fine-tune's result the current version (see `finetune`)."""
         version = ModelVersion(str(trained.path), trained.hash, trained.parent,
-                               metrics=dict(trained.metrics))  # fmt: skip
+                               metrics=trained.metrics.to_dict())  # fmt: skip
         if trained.flagged:
             version.note = "flagged: worse on earlier slices"
         self.workspace.add_model(version)
@@ -586,7 +598,7 @@ class Loop:
         return ws.save(target, checked=True)
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, *, device: str = "auto") -> Loop:
+    def open(cls, folder: str | os.PathLike, *, device: Device | str = Device.AUTO) -> Loop:
         """Reopen a saved workspace with its current model version."""
         from napari_unet.models.files import load_model
 

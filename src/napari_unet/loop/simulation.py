@@ -5,9 +5,11 @@ Round r (1-based):
 
 1. choose ``slices_per_round`` new slices along the slice axis — for a model that has
    not been trained yet, evenly spread over the slices with image content; otherwise
-   by ``strategy``: "worst" (most misclassified voxels in the current prediction, what
-   a user would correct first) or "uncertain" (largest summed softmax entropy, which
-   needs no truth); chosen greedily, at least ``gap`` slices apart;
+   by ``strategy`` (a `typing.Strategy`): "worst" (most misclassified voxels in the
+   current prediction, what a user would correct first) or "uncertain" (largest summed
+   softmax entropy, which needs no truth), chosen greedily, at least ``gap`` slices
+   apart; or "random", the control: uniformly among the unrevealed slices with image
+   content (a numpy generator seeded by ``seed``, no gap);
 2. write the truth into the loop's labels on them and mark them reviewed, then
    `Loop.finetune` (new slices as data, earlier ones replayed; first round from the given
    model or from scratch), the new version written to a scratch folder;
@@ -38,9 +40,12 @@ from napari_unet.loop.steps import TrainedVersion
 from napari_unet.models.spec import ModelSpec
 from napari_unet.training.config import TrainConfig
 from napari_unet.training.data import check_same_grid
+from napari_unet.training.scoring import DriftCheck
 from napari_unet.training.trainer import cpu_threads
+from napari_unet.typing import Device, Strategy
 
-STRATEGIES = ("worst", "uncertain")
+#: The strategy names (`typing.Strategy` values).
+STRATEGIES = Strategy.values()
 
 
 @dataclass
@@ -59,7 +64,7 @@ class RoundResult:
     predict_seconds: float
     steps: int
     val_dice: float | None = None
-    drift: dict[str, Any] | None = None
+    drift: DriftCheck | None = None
 
 
 @dataclass
@@ -67,7 +72,7 @@ class SimulationResult:
     """All rounds, and the final model version (in memory: its file was in a scratch
     folder; write it with `save_final`)."""
 
-    strategy: str
+    strategy: Strategy
     slice_axis: int
     rounds: list[RoundResult] = field(default_factory=list)
     final: TrainedVersion | None = None
@@ -76,7 +81,7 @@ class SimulationResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: ``strategy``, ``slice_axis``, ``seconds``, ``rounds`` (list)."""
         return {
-            "strategy": self.strategy,
+            "strategy": str(self.strategy),
             "slice_axis": self.slice_axis,
             "seconds": round(self.seconds, 3),
             "rounds": [asdict(r) for r in self.rounds],
@@ -119,11 +124,12 @@ def simulate_steps(
     spec: ModelSpec | None = None,
     rounds: int = 1,
     slices_per_round: int = 5,
-    strategy: str = "worst",
+    strategy: Strategy | str = Strategy.WORST,
     slice_axis: int | None = None,
     config: TrainConfig | None = None,
     finetune_config: TrainConfig | None = None,
-    device: str = "auto",
+    device: Device | str = Device.AUTO,
+    seed: int | None = None,
     stop: Callable[[], bool] = never,
 ) -> Job[SimulationResult]:
     """Play a user who reveals the truth slice by slice, as a long job.
@@ -135,13 +141,15 @@ def simulate_steps(
         spec: needed when ``model`` is None (see `training.recommended_spec`).
         rounds: number of rounds.
         slices_per_round: slices revealed per round.
-        strategy: "worst" or "uncertain".
+        strategy: a `Strategy`: "worst", "uncertain" or "random" (see the module
+            docstring).
         slice_axis: None = the spec's, else the scan's through-plane axis.
         config: training options of the first round (and of all, without
             ``finetune_config``).
         finetune_config: training options of later rounds (fine-tuning the previous
             round's model); None = ``config`` with half the budget.
-        device: where to train and predict.
+        device: a `Device`: where to train and predict.
+        seed: seeds the "random" strategy; None = ``config.seed`` (default 0).
         stop: returns True to stop (checked between training steps and rounds).
 
     Yields:
@@ -152,14 +160,14 @@ def simulate_steps(
 
     Raises:
         InputError: truth on another grid.
-        ValueError: bad options.
+        ValueError: bad options (an unknown strategy or device names the allowed ones).
     """
     from napari_unet.inference.device import resolve_device
     from napari_unet.models.files import LoadedModel
 
     check_same_grid(image, truth, what="truth")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    strategy = Strategy.check(strategy, "strategy")
+    Device.check(device, "device")
     if rounds < 1 or slices_per_round < 1:
         raise ValueError(
             f"rounds and slices_per_round must be >= 1, got {rounds!r}, {slices_per_round!r}"
@@ -175,6 +183,7 @@ def simulate_steps(
         seconds=None if cfg.seconds is None else cfg.seconds / 2,
     )
     later = replace(later, device=device)
+    rng = np.random.default_rng(cfg.seed if seed is None else seed)
     threads = cpu_threads(cfg.threads) if resolve_device(device).type == "cpu" else None
     old_threads = torch.get_num_threads()
     if threads:
@@ -193,6 +202,7 @@ def simulate_steps(
                 cfg=cfg,
                 later=later,
                 device=device,
+                rng=rng,
                 stop=stop,
             )
         )
@@ -209,18 +219,19 @@ def _rounds(
     spec: ModelSpec,
     rounds: int,
     k: int,
-    strategy: str,
+    strategy: Strategy,
     slice_axis: int | None,
     cfg: TrainConfig,
     later: TrainConfig,
-    device: str,
+    device: Device | str,
+    rng: np.random.Generator,
     stop: Callable[[], bool],
 ) -> Job[SimulationResult]:
     from napari_unet.inference.preprocess import spec_slice_axis
 
     axis = spec_slice_axis(spec, image.through_plane_axis, slice_axis)
     truth_arr = np.asarray(truth.array)
-    want_unc = strategy == "uncertain"
+    want_unc = strategy == Strategy.UNCERTAIN
     t_start = time.perf_counter()
     result = SimulationResult(strategy=strategy, slice_axis=axis)
     candidates = content_slices(image.array, axis)
@@ -237,7 +248,8 @@ def _rounds(
             t0 = time.perf_counter()
             if pred is None and loop.model is not None:
                 pred = yield from _predict(loop, want_unc)
-            new = _choose(pred, truth_arr, axis, k, strategy, set(loop.reviewed), gap, candidates)
+            new = _choose(pred, truth_arr, axis, k, strategy, set(loop.reviewed), gap,
+                          candidates, rng)  # fmt: skip
             if not new:
                 break
             previous = sorted(loop.reviewed)
@@ -251,7 +263,7 @@ def _rounds(
             result.rounds.append(_score(r, pred, truth_arr, loop, previous, new, trained,
                                         (t0, t1, t2)))  # fmt: skip
             result.final = trained
-            if trained.metrics.get("stopped"):
+            if trained.metrics.stopped:
                 break
         result.seconds = time.perf_counter() - t_start
         return result
@@ -264,11 +276,24 @@ def _predict(loop: Loop, uncertainty: bool) -> Job[Any]:
     return pred
 
 
-def _choose(pred, truth, axis, k, strategy, revealed, gap, candidates) -> list[int]:
+def _choose(pred, truth, axis, k, strategy, revealed, gap, candidates, rng) -> list[int]:
     if pred is None:
         return evenly_spaced(candidates, k)
-    scores = _slice_scores(pred, truth, axis, strategy == "uncertain")
+    if strategy == Strategy.RANDOM:
+        return random_slices(candidates, k, revealed, rng)
+    scores = _slice_scores(pred, truth, axis, strategy == Strategy.UNCERTAIN)
     return pick_slices(scores, k, revealed, gap)
+
+
+def random_slices(
+    candidates: np.ndarray, k: int, exclude: set[int], rng: np.random.Generator
+) -> list[int]:
+    """``k`` of ``candidates`` not in ``exclude``, uniformly at random (fewer if fewer
+    are left), sorted."""
+    pool = np.array([int(c) for c in candidates if int(c) not in exclude], dtype=np.int64)
+    if pool.size == 0:
+        return []
+    return sorted(int(s) for s in rng.choice(pool, size=min(k, pool.size), replace=False))
 
 
 def _reveal(loop: Loop, truth: np.ndarray, slices: list[int]) -> None:
@@ -302,7 +327,7 @@ def _score(r, pred, truth, loop, previous, new, trained, times) -> RoundResult:
     revealed = sorted(loop.reviewed)
     unrevealed = sorted(set(range(lab.shape[axis])) - set(revealed))
     per_class = _dice_on(lab, truth, axis, unrevealed, n_classes)
-    drift = trained.metrics.get("drift_check")
+    m = trained.metrics
     return RoundResult(
         round=r,
         revealed_slices=len(revealed),
@@ -316,9 +341,9 @@ def _score(r, pred, truth, loop, previous, new, trained, times) -> RoundResult:
         seconds=round(t2 - t0, 3),
         train_seconds=round(t1 - t0, 3),
         predict_seconds=round(t2 - t1, 3),
-        steps=int(trained.metrics["steps"]),
-        val_dice=trained.metrics.get("val_dice"),
-        drift=drift,
+        steps=int(m.steps),
+        val_dice=m.val_dice,
+        drift=m.drift_check,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,60 @@ import numpy as np
 
 from napari_unet.io.volume import Volume
 from napari_unet.jobs import Job, never
+from napari_unet.training.scoring import DriftCheck
+from napari_unet.typing import Device
+
+
+@dataclass
+class VersionMetrics:
+    """Figures of a new model version (`workspace.ModelVersion.metrics` holds `to_dict`).
+
+    Attributes:
+        val_dice: mean foreground Dice on the held-out reviewed voxels (None: none held
+            out).
+        val_dice_per_class: the same per foreground class.
+        steps: optimizer steps run.
+        seconds: wall time of the fine-tune, s.
+        stopped: the user stopped it early (the best state so far was kept).
+        device: where it trained.
+        best_step: the step of the kept state.
+        trained_slices: every slice the version learned from (new and replayed).
+        drift: the version does worse than its parent on earlier slices (flagged).
+        drift_check: parent and child scored on the replayed slices, or None.
+        earlier_slices_dice: (parent, child) mean Dice on the replayed slices, or None.
+        labelled_voxels: labelled voxels trained and validated on.
+    """
+
+    val_dice: float | None = None
+    val_dice_per_class: list[float | None] | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    stopped: bool = False
+    device: str = ""
+    best_step: int = 0
+    trained_slices: list[int] = field(default_factory=list)
+    drift: bool = False
+    drift_check: DriftCheck | None = None
+    earlier_slices_dice: list[float | None] | None = None
+    labelled_voxels: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON; ``earlier_slices_dice`` only when there was a drift check."""
+        out = asdict(self)
+        if self.earlier_slices_dice is None:
+            del out["earlier_slices_dice"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VersionMetrics:
+        """Read back `to_dict` (e.g. a `ModelVersion`'s metrics); unknown keys are
+        ignored, missing ones get their defaults."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        check = values.get("drift_check")
+        if isinstance(check, dict):
+            values["drift_check"] = DriftCheck.from_dict(check)
+        return cls(**values)
 
 
 @dataclass
@@ -32,19 +86,19 @@ class TrainedVersion:
         hash: its content hash.
         parent: the parent's hash (None for a model trained from scratch).
         model: the new version loaded back from its file (`LoadedModel`).
-        metrics: ``val_dice``, ``steps``, ``seconds``, ``stopped``, ``trained_slices``,
-            ``drift`` (flag), ``earlier_slices_dice`` (parent, child) when replayed.
+        metrics: its `VersionMetrics`.
     """
 
     path: Path
     hash: str
     parent: str | None
     model: Any
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: VersionMetrics = field(default_factory=VersionMetrics)
 
     @property
     def flagged(self) -> bool:
-        return bool(self.metrics.get("drift"))
+        """Worse than its parent on the earlier slices."""
+        return self.metrics.drift
 
 
 @dataclass
@@ -77,7 +131,7 @@ def predict_job(
     *,
     slice_axis: int,
     slices: Sequence[int] | None,
-    device: str,
+    device: Device | str,
     uncertainty: bool,
     batch_size: int | None = None,
     stop: Callable[[], bool] = never,
@@ -149,22 +203,21 @@ def finetune_job(
                                        stop=stop)  # fmt: skip
     digest = save_version(out, result, image=name, note=note)
     trained = sorted(set(data.new or []) | set(data.replay))
-    metrics = {
-        "val_dice": result.metrics.get("val_dice"),
-        "val_dice_per_class": result.metrics.get("val_dice_per_class"),
-        "steps": result.metrics.get("steps"),
-        "seconds": result.metrics.get("seconds"),
-        "stopped": result.metrics.get("stopped"),
-        "device": result.metrics.get("device"),
-        "best_step": result.metrics.get("best_step"),
-        "drift_check": result.drift,
-        "trained_slices": trained,
-        "drift": bool(result.drift and result.drift.get("flagged")),
-        "labelled_voxels": int(sum(d["train_voxels"] + d["val_voxels"] for d in result.data)),
-    }
-    if result.drift:
-        metrics["earlier_slices_dice"] = [result.drift.get("parent_dice"),
-                                          result.drift.get("child_dice")]  # fmt: skip
+    m, drift = result.metrics, result.drift
+    metrics = VersionMetrics(
+        val_dice=m.val_dice,
+        val_dice_per_class=m.val_dice_per_class,
+        steps=m.steps,
+        seconds=m.seconds,
+        stopped=m.stopped,
+        device=m.device,
+        best_step=m.best_step,
+        trained_slices=trained,
+        drift=bool(drift and drift.flagged),
+        drift_check=drift,
+        earlier_slices_dice=None if drift is None else [drift.parent_dice, drift.child_dice],
+        labelled_voxels=int(sum(d["train_voxels"] + d["val_voxels"] for d in result.data)),
+    )
     return TrainedVersion(out, digest, result.parent_hash or None, load_model(out), metrics)
 
 

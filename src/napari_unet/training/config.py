@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from napari_unet.typing import Device, Precision
+
 
 @dataclass
 class TrainConfig:
@@ -33,8 +35,9 @@ class TrainConfig:
         augmentation: "none", "light" or "strong" (see `training.augment`).
         flip_axes: patch axes that may be flipped (default none: lateralised anatomy).
         class_weight_power: cross-entropy class weights ∝ (1/frequency) ** power.
-        precision: "auto" (bf16/fp16 on CUDA, float32 elsewhere), "fp32", "bf16", "fp16".
-        device: "auto", "cpu", "cuda", "mps".
+        precision: a `Precision`: "auto" (bf16/fp16 on CUDA, float32 elsewhere), "fp32",
+            "bf16", "fp16".
+        device: a `Device`: "auto", "cpu", "cuda", "mps" ("cuda:1" names a GPU).
         bn_batches: before each validation (and at the end), batch-norm running
             statistics are recomputed as the plain average over this many training
             batches of the current weights (0 = keep PyTorch's running averages). With
@@ -65,8 +68,8 @@ class TrainConfig:
     augmentation: str = "light"
     flip_axes: tuple[int, ...] = ()
     class_weight_power: float = 0.5
-    precision: str = "auto"
-    device: str = "auto"
+    precision: Precision | str = "auto"
+    device: Device | str = "auto"
     bn_batches: int = 8
     best_after: float = 0.5
     best_margin: float = 0.01
@@ -90,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"fg_fraction must be in [0, 1], got {self.fg_fraction!r}")
         if self.val_every < 1:
             raise ValueError(f"val_every must be >= 1, got {self.val_every!r}")
+        Device.check(self.device, "device")
+        Precision.check(self.precision, "precision")
         self.flip_axes = tuple(int(a) for a in self.flip_axes)
         if self.patch_size is not None:
             self.patch_size = tuple(int(p) for p in self.patch_size)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.models.spec import ModelSpec
 from napari_unet.training.data import SparseVolume
+from napari_unet.typing import Device
+
+if TYPE_CHECKING:  # torch loads when a model is scored, not when a DriftCheck is read
+    import torch
 
 #: A child may lose this much Dice on replayed slices before it is flagged.
 DRIFT_TOLERANCE = 0.01
@@ -45,13 +48,24 @@ class DriftCheck:
         """Plain JSON (the ``drift`` entry of a version's lineage)."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftCheck:
+        """Read back `to_dict` (unknown keys are ignored, missing ones are None)."""
+        return cls(
+            parent_dice=data.get("parent_dice"),
+            child_dice=data.get("child_dice"),
+            tolerance=float(data.get("tolerance", DRIFT_TOLERANCE)),
+            flagged=bool(data.get("flagged")),
+            voxels=int(data.get("voxels") or 0),
+        )
+
 
 def replay_dice(
     net: torch.nn.Module,
     spec: ModelSpec,
     volumes: Sequence[SparseVolume],
     *,
-    device: str = "auto",
+    device: Device | str = Device.AUTO,
 ) -> tuple[list[float | None], int]:
     """Dice per foreground class of a network on all labelled voxels of ``volumes``.
 
@@ -98,7 +112,7 @@ def check_drift(
     replay: Sequence[SparseVolume],
     *,
     tolerance: float = DRIFT_TOLERANCE,
-    device: str = "auto",
+    device: Device | str = Device.AUTO,
 ) -> DriftCheck:
     """Score parent and child on previously reviewed voxels; flag a child that got worse.
 

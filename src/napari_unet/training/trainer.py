@@ -9,6 +9,11 @@ fp16 with a gradient scaler); validation on the held-out voxels every ``val_ever
 and at the end, keeping the best state. A stop request ends the loop at the next step and
 the job returns the best state so far, never a half-trained mixture.
 
+The run reads like MONAI's ``SupervisedTrainer``: `_setup` builds the network, data,
+loss and optimizer (`TrainRun`), `_iteration` is one optimizer step, and the handlers
+in `training.handlers` do the rest (stopping, validation with best-state keeping,
+progress with ETA).
+
 The network is a copy: the parent model passed in is not modified, so it can keep
 predicting while its child trains.
 """
@@ -16,22 +21,59 @@ predicting while its child trains.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_unet.evaluation.metrics import dice_per_class, mean_dice
-from napari_unet.jobs import Job, Progress, never
+from napari_unet.jobs import Job, never
 from napari_unet.models.spec import ModelSpec
 from napari_unet.training.config import TrainConfig, cpu_threads, lr_factor
 from napari_unet.training.data import SparseVolume
+from napari_unet.training.handlers import BestState, TrainState, budget_used, log_step, should_end
 from napari_unet.training.loss import MaskedDiceCELoss, class_weights
-from napari_unet.training.scoring import check_drift
+from napari_unet.training.scoring import DriftCheck, check_drift
+
+
+@dataclass
+class TrainMetrics:
+    """Figures of a fine-tuning run (the ``metrics`` of a version's lineage).
+
+    Attributes:
+        val_dice: mean Dice over foreground classes on the held-out reviewed voxels,
+            of the kept state (None without validation voxels).
+        val_dice_per_class: the same per foreground class.
+        best_step: the step of the kept state.
+        steps: optimizer steps run.
+        seconds: wall time of the whole job (set-up included), s.
+        train_seconds: wall time of the steps and validations, s.
+        seconds_per_step: ``train_seconds / steps``.
+        stopped: the user stopped the run.
+        final_loss: the last step's loss (NaN without a step).
+        device: where it trained (``str(torch.device)``).
+        precision: "float32", "bfloat16" or "float16".
+        class_weights: the cross-entropy class weights used.
+    """
+
+    val_dice: float | None
+    val_dice_per_class: list[float | None] | None
+    best_step: int
+    steps: int
+    seconds: float
+    train_seconds: float
+    seconds_per_step: float
+    stopped: bool
+    final_loss: float
+    device: str
+    precision: str
+    class_weights: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON, keys as the field names (the lineage format)."""
+        return asdict(self)
 
 
 @dataclass
@@ -41,26 +83,25 @@ class FinetuneResult:
     Attributes:
         model: the network with the best state (eval mode, on the CPU).
         spec: its ModelSpec (unchanged from the input).
-        metrics: ``val_dice`` (mean over foreground classes, None without validation
-            voxels), ``val_dice_per_class``, ``best_step``, ``steps``, ``seconds``,
-            ``seconds_per_step``, ``stopped``, ``final_loss``, ``device``, ``precision``.
+        metrics: the run's `TrainMetrics`.
         history: one dict per logged step (``step``, ``loss``, ``lr``, ``val_dice``,
-            ``elapsed``).
+            ``elapsed``, ``eta``).
         data: `SparseVolume.describe` of each training volume (new, then replayed).
         config: the TrainConfig used.
         parent_hash: content hash of the parent model file, "" for a new model.
-        drift: `scoring.DriftCheck` as a dict (filled in when replayed data were given
-            and the run had a parent), else None.
+        drift: the `scoring.DriftCheck` (when replayed data were given, the run had a
+            parent and was not stopped), else None.
+        replay_names: names of the replayed volumes.
     """
 
     model: torch.nn.Module
     spec: ModelSpec
-    metrics: dict[str, Any]
+    metrics: TrainMetrics
     history: list[dict[str, Any]]
     data: list[dict[str, Any]]
     config: TrainConfig
     parent_hash: str = ""
-    drift: dict[str, Any] | None = None
+    drift: DriftCheck | None = None
     replay_names: list[str] = field(default_factory=list)
 
 
@@ -113,6 +154,43 @@ def finetune_steps(
             torch.set_num_threads(old_threads)
 
 
+@dataclass
+class TrainRun:
+    """What one run is built from (MONAI: the engine's network, loader, loss …).
+
+    Attributes:
+        net: the network being trained (a copy of the parent's, or a new one).
+        spec: its ModelSpec.
+        cfg: the options.
+        dev: where it trains.
+        amp: the autocast dtype, None for float32.
+        sampler: draws training batches (`training.sampler.PatchSampler`).
+        augment: batch augmentation, or None.
+        loss_fn: the masked Dice + cross-entropy loss.
+        opt: the AdamW optimizer.
+        scaler: the gradient scaler (active for fp16 on CUDA only).
+        val_items: validation batches ``(x, y, mask)``, empty without held-out voxels.
+        weights: the cross-entropy class weights.
+        parent: the parent network (untouched), None for a new model.
+        parent_hash: the parent file's content hash, "" when unknown.
+    """
+
+    net: torch.nn.Module
+    spec: ModelSpec
+    cfg: TrainConfig
+    dev: torch.device
+    amp: torch.dtype | None
+    sampler: Any
+    augment: Callable[..., Any] | None
+    loss_fn: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: Any
+    val_items: list[Any]
+    weights: list[float]
+    parent: torch.nn.Module | None
+    parent_hash: str
+
+
 def _train(
     model: Any,
     spec: ModelSpec,
@@ -122,27 +200,49 @@ def _train(
     dev: torch.device,
     stop: Callable[[], bool],
 ) -> Job[FinetuneResult]:
-    from napari_unet.inference.device import autocast, autocast_dtype
-    from napari_unet.models.build import build_model, size_divisor
+    """Iterations until the budget is spent or a stop request, with the handlers."""
+    t0 = time.perf_counter()
+    run = _setup(model, spec, data + replay, cfg, dev)
+    best = BestState(run)
+    state = TrainState()
+    while True:
+        progress = budget_used(state.step, state.elapsed(), cfg)
+        if should_end(progress, state, stop):
+            break
+        _iteration(run, state, progress)
+        best.after_step(run, state)
+        yield log_step(run, state)
+    best.finish(run, state)
+    return _result(run, state, best, data, replay, started=t0)
+
+
+def _networks(model: Any, spec: ModelSpec, seed: int) -> tuple[torch.nn.Module, Any, str]:
+    """(network to train, parent network or None, parent hash)."""
+    from napari_unet.models.build import build_model
     from napari_unet.models.files import LoadedModel
+
+    if model is None:
+        torch.manual_seed(seed)
+        return build_model(spec), None, ""
+    parent_hash = ""
+    if isinstance(model, LoadedModel):
+        parent_hash = model.hash
+        model = model.model
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a LoadedModel, a torch Module or None, got {model!r}")
+    return copy.deepcopy(model).cpu(), model, parent_hash
+
+
+def _setup(
+    model: Any, spec: ModelSpec, volumes: list[SparseVolume], cfg: TrainConfig, dev: torch.device
+) -> TrainRun:
+    """The network, sampler, loss, augmentation, validation batches and optimizer."""
+    from napari_unet.inference.device import autocast_dtype
+    from napari_unet.models.build import size_divisor
     from napari_unet.training.augment import build_augmentation
     from napari_unet.training.sampler import PatchSampler, validation_inputs
 
-    t0 = time.perf_counter()
-    parent_hash = ""
-    if model is None:
-        torch.manual_seed(cfg.seed)
-        net = build_model(spec)
-        parent_net = None
-    else:
-        if isinstance(model, LoadedModel):
-            parent_hash = model.hash
-            model = model.model
-        if not isinstance(model, torch.nn.Module):
-            raise ValueError(f"model must be a LoadedModel, a torch Module or None, got {model!r}")
-        parent_net = model
-        net = copy.deepcopy(model).cpu()
-    volumes = data + replay
+    net, parent, parent_hash = _networks(model, spec, cfg.seed)
     amp = autocast_dtype(dev, cfg.precision)
     patch = cfg.patch_size or tuple(spec.patch_size)
     sampler = PatchSampler(
@@ -170,171 +270,87 @@ def _train(
         context_slices=spec.context_slices,
         divisor=size_divisor(spec),
     )
-
     net.to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and amp == torch.float16)
-
-    best_state = _snapshot(net)
-    best = {"score": -math.inf, "dice": None, "per_class": None, "step": 0}
-    history: list[dict[str, Any]] = []
-    step, loss_value, val_dice, stopped = 0, float("nan"), None, False
-    t_train = time.perf_counter()
-
-    def validate() -> None:
-        nonlocal val_dice
-        if cfg.bn_batches:
-            _recalibrate_batchnorm(net, sampler, cfg.bn_batches, dev, amp)
-        if not val_items:
-            return
-        per_class = _validate(net, val_items, dev, amp, spec.out_channels)
-        val_dice = mean_dice(per_class)
-        score = -math.inf if val_dice is None else val_dice
-        late = _progress(step, time.perf_counter() - t_train, cfg) >= cfg.best_after
-        if late and (score > best["score"] or best["dice"] is None):
-            best.update(score=score, dice=val_dice, per_class=per_class, step=step)
-            best_state.update(_snapshot(net))
-
-    while True:
-        elapsed = time.perf_counter() - t_train
-        progress = _progress(step, elapsed, cfg)
-        if progress >= 1.0:
-            break
-        if stop():
-            stopped = True
-            break
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(progress, cfg.warmup, cfg.min_lr_ratio)
-        x, y, m = sampler.sample()
-        if augment is not None:
-            x, y, m = augment(x, y, m)
-        x, y, m = x.to(dev), y.to(dev), m.to(dev)
-        opt.zero_grad(set_to_none=True)
-        with autocast(dev, amp):
-            logits = net(x)
-        loss = loss_fn(logits.float(), y, m)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        step += 1
-        loss_value = float(loss.detach())
-        if step % cfg.val_every == 0:
-            validate()
-            net.train()
-        elapsed = time.perf_counter() - t_train
-        total, eta = _plan(step, elapsed, cfg)
-        record = {
-            "step": step,
-            "loss": loss_value,
-            "val_dice": val_dice,
-            "elapsed": elapsed,
-            "eta": eta,
-        }
-        if step % max(1, cfg.val_every // 5) == 0 or step == 1:
-            history.append({**record, "lr": opt.param_groups[0]["lr"], "eta": round(eta, 2)})
-        yield Progress(step, total, f"step {step}/{total} loss {loss_value:.3f}", record)
-    if step % cfg.val_every != 0 or (stopped and not val_items):
-        validate()
-    final_pc = _validate(net, val_items, dev, amp, spec.out_channels) if val_items else None
-    final = None if final_pc is None else mean_dice(final_pc)
-    if final is not None and (best["dice"] is None or final >= best["dice"] - cfg.best_margin):
-        best.update(
-            dice=final, per_class=final_pc, step=step
-        )  # prefer the final state unless clearly beaten
-        best_state.update(_snapshot(net))
-    if not val_items or best["dice"] is None:
-        best_state.update(_snapshot(net))
-        best["step"] = step
-    net.load_state_dict(best_state)
-    net.eval().cpu()
-    train_seconds = time.perf_counter() - t_train
-    metrics = {
-        "val_dice": best["dice"],
-        "val_dice_per_class": best["per_class"],
-        "best_step": best["step"],
-        "steps": step,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "train_seconds": round(train_seconds, 3),
-        "seconds_per_step": round(train_seconds / max(step, 1), 4),
-        "stopped": stopped,
-        "final_loss": loss_value,
-        "device": str(dev),
-        "precision": str(amp).replace("torch.", "") if amp else "float32",
-        "class_weights": [round(w, 4) for w in weights],
-    }
-    result = FinetuneResult(
-        model=net,
-        spec=spec,
-        metrics=metrics,
-        history=history,
-        data=[v.describe() for v in data] + [{**v.describe(), "replay": True} for v in replay],
-        config=cfg,
-        parent_hash=parent_hash,
+    return TrainRun(
+        net,
+        spec,
+        cfg,
+        dev,
+        amp,
+        sampler,
+        augment,
+        loss_fn,
+        opt,
+        scaler,
+        val_items,
+        list(weights),
+        parent,
+        parent_hash,
     )
-    if parent_net is not None and replay and not stopped:
-        result.drift = check_drift(parent_net, net, spec, replay, device=cfg.device).to_dict()
+
+
+def _iteration(run: TrainRun, state: TrainState, progress: float) -> None:
+    """One optimizer step at ``progress`` of the budget (MONAI: ``_iteration``):
+    learning rate, batch, augmentation, forward under autocast, loss, backward, step."""
+    from napari_unet.inference.device import autocast
+
+    cfg, dev, opt = run.cfg, run.dev, run.opt
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * lr_factor(progress, cfg.warmup, cfg.min_lr_ratio)
+    x, y, m = run.sampler.sample()
+    if run.augment is not None:
+        x, y, m = run.augment(x, y, m)
+    x, y, m = x.to(dev), y.to(dev), m.to(dev)
+    opt.zero_grad(set_to_none=True)
+    with autocast(dev, run.amp):
+        logits = run.net(x)
+    loss = run.loss_fn(logits.float(), y, m)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(opt)
+    run.scaler.update()
+    state.step += 1
+    state.loss = float(loss.detach())
+
+
+def _result(
+    run: TrainRun,
+    state: TrainState,
+    best: BestState,
+    data: list[SparseVolume],
+    replay: list[SparseVolume],
+    *,
+    started: float,
+) -> FinetuneResult:
+    """The FinetuneResult, with the drift check when a parent was fine-tuned on replay."""
+    train_seconds = state.elapsed()
+    metrics = TrainMetrics(
+        val_dice=best.dice,
+        val_dice_per_class=best.per_class,
+        best_step=best.step,
+        steps=state.step,
+        seconds=round(time.perf_counter() - started, 3),
+        train_seconds=round(train_seconds, 3),
+        seconds_per_step=round(train_seconds / max(state.step, 1), 4),
+        stopped=state.stopped,
+        final_loss=state.loss,
+        device=str(run.dev),
+        precision=str(run.amp).replace("torch.", "") if run.amp else "float32",
+        class_weights=[round(w, 4) for w in run.weights],
+    )
+    result = FinetuneResult(
+        model=run.net,
+        spec=run.spec,
+        metrics=metrics,
+        history=state.history,
+        data=[v.describe() for v in data] + [{**v.describe(), "replay": True} for v in replay],
+        config=run.cfg,
+        parent_hash=run.parent_hash,
+    )
+    if run.parent is not None and replay and not state.stopped:
+        result.drift = check_drift(run.parent, run.net, run.spec, replay, device=run.cfg.device)
     return result
-
-
-def _progress(step: int, elapsed: float, cfg: TrainConfig) -> float:
-    p = 0.0
-    if cfg.steps is not None:
-        p = max(p, step / cfg.steps)
-    if cfg.seconds is not None:
-        p = max(p, elapsed / cfg.seconds)
-    return p
-
-
-def _plan(step: int, elapsed: float, cfg: TrainConfig) -> tuple[int, float]:
-    """(planned total steps, estimated seconds left)."""
-    per_step = elapsed / max(step, 1)
-    total = cfg.steps if cfg.steps is not None else 0
-    if cfg.seconds is not None:
-        by_time = int(cfg.seconds / max(per_step, 1e-9))
-        total = min(total, by_time) if total else by_time
-    total = max(total, step)
-    return total, max(0.0, (total - step) * per_step)
-
-
-@torch.no_grad()
-def _recalibrate_batchnorm(net, sampler, n_batches: int, dev, amp) -> None:
-    """Recompute batch-norm running statistics over ``n_batches`` fresh batches."""
-    from napari_unet.inference.device import autocast
-
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    net.train()
-    for _ in range(n_batches):
-        x, _, _ = sampler.sample()
-        with autocast(dev, amp):
-            net(x.to(dev))
-    for m, mom in zip(norms, momenta, strict=True):
-        m.momentum = mom
-
-
-def _snapshot(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-
-
-@torch.no_grad()
-def _validate(net, items, dev, amp, n_classes: int) -> list[float | None]:
-    """Dice per foreground class over all validation voxels (pooled)."""
-    from napari_unet.inference.device import autocast
-
-    net.eval()
-    preds, truths = [], []
-    for x, y, m in items:
-        with autocast(dev, amp):
-            logits = net(x.to(dev))
-        p = logits.argmax(1).cpu()
-        preds.append(p[m])
-        truths.append(y[m])
-    return dice_per_class(torch.cat(preds), torch.cat(truths), n_classes)
 
 
 def finetune(

@@ -43,14 +43,14 @@ def lineage_for(result: FinetuneResult, **extra: Any) -> dict[str, Any]:
         "parent": result.parent_hash or None,
         "trained_on": result.data,
         "reviewed_slices": reviewed,
-        "metrics": {k: v for k, v in m.items() if k not in ("seconds", "train_seconds")},
+        "metrics": {k: v for k, v in m.to_dict().items() if k not in ("seconds", "train_seconds")},
         "timings": {
-            "seconds": m.get("seconds"),
-            "train_seconds": m.get("train_seconds"),
-            "seconds_per_step": m.get("seconds_per_step"),
+            "seconds": m.seconds,
+            "train_seconds": m.train_seconds,
+            "seconds_per_step": m.seconds_per_step,
         },
         "config": result.config.to_dict(),
-        "drift": result.drift,
+        "drift": None if result.drift is None else result.drift.to_dict(),
     }
     lineage.update(extra)
     return lineage
