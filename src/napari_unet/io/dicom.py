@@ -56,6 +56,7 @@ from napari_unet.io import _dicom_frames as fr
 from napari_unet.io._dicom_geometry import (
     ORIENTATION_ATOL,
     GeometryError,
+    StackGeometry,
     lps_to_ras,
     slice_normal,
     stack_geometry,
@@ -66,7 +67,15 @@ from napari_unet.io.volume import Volume
 from napari_unet.text import printable
 from napari_unet.typing import StopFn
 
-__all__ = ["SeriesInfo", "is_dicom_path", "list_series", "load_dicom", "load_dicom_steps"]
+__all__ = [
+    "SeriesHeaders",
+    "SeriesInfo",
+    "is_dicom_path",
+    "list_series",
+    "load_dicom",
+    "load_dicom_steps",
+    "read_series_headers",
+]
 
 #: `is_dicom_path` looks at this many files of a folder at most.
 _SNIFF_LIMIT = 256
@@ -315,17 +324,63 @@ def load_dicom_steps(
     )
 
 
-def _load_steps(
-    root: Path, series_uid: str | None, stop: StopFn, skip_unreadable: bool
-) -> jobs.Job[Volume]:
+@dataclass(frozen=True)
+class SeriesHeaders:
+    """One series' headers (no pixel data) in slice order, with its geometry.
+
+    What DICOM SEG and RTSTRUCT writers and readers need from the source series, read
+    again from its files at export time (`read_series_headers`).
+
+    Attributes:
+        info: the series (files, UID, description).
+        headers: its files' headers, in the order of ``info.files``.
+        frames: one per slice ``k`` (sorted along the normal); ``frames[k].file_index``
+            indexes ``headers``, ``frames[k].frame_index`` the frame of a multi-frame file.
+        affine: voxel ``(i, j, k)`` → RAS+ mm, as `load_dicom` gives it.
+        shape: ``(columns, rows, slices)``, the shape of `load_dicom`'s array.
+        geometry: the slice order, LPS affine, tilt … (`_dicom_geometry.StackGeometry`).
+        skipped: files left out while scanning (see `load_dicom`).
+    """
+
+    info: SeriesInfo
+    headers: list[Header]
+    frames: list[fr.Frame]
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    geometry: StackGeometry
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def read_series_headers(
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    stop: StopFn | None = None,
+    skip_unreadable: bool = False,
+) -> SeriesHeaders:
+    """Read one series' headers and geometry without its pixel data.
+
+    Same arguments, checks and errors as `load_dicom` (less those of the pixel data).
+    """
+    job = _printable_errors(
+        _headers_steps(Path(path), series_uid, stop or jobs.never, skip_unreadable, pixels=False)
+    )
+    return jobs.run_job(job)
+
+
+def _headers_steps(
+    root: Path, series_uid: str | None, stop: StopFn, skip_unreadable: bool, *, pixels: bool
+) -> jobs.Job[SeriesHeaders]:
     scan = yield from scan_steps(root, stop, skip_unreadable)
     info, headers = _choose(scan, series_uid)
-    _check_size(root, info, headers)
+    if pixels:
+        _check_size(root, info, headers)
     frames = []
     for n, h in enumerate(headers):
         with _malformed(h.path):
             frames.extend(fr.frames_of(h.ds, h.path, n))
-            fr.check_decoder(h.ds, h.path)  # fail before reading any pixels
+            if pixels:
+                fr.check_decoder(h.ds, h.path)  # fail before reading any pixels
     _check_consistent(headers, frames)
     try:
         geo = stack_geometry(
@@ -341,6 +396,18 @@ def _load_steps(
         which = f" (files: {', '.join(names)})" if names else ""
         raise VolumeReadError(f"cannot read the DICOM series in {root}: {e}{which}") from e
     sorted_frames = [frames[k] for k in geo.order]
+    first = headers[0]
+    shape = (first.columns, first.rows, len(sorted_frames))
+    affine = lps_to_ras(geo.affine_lps)
+    return SeriesHeaders(info, headers, sorted_frames, affine, shape, geo, scan.skipped)
+
+
+def _load_steps(
+    root: Path, series_uid: str | None, stop: StopFn, skip_unreadable: bool
+) -> jobs.Job[Volume]:
+    series = yield from _headers_steps(root, series_uid, stop, skip_unreadable, pixels=True)
+    info, headers, sorted_frames = series.info, series.headers, series.frames
+    frames, geo = sorted_frames, series.geometry
     slot = {(f.file_index, f.frame_index): k for k, f in enumerate(sorted_frames)}
 
     slopes = np.array([f.slope for f in sorted_frames])
@@ -387,8 +454,8 @@ def _load_steps(
             "gantry_tilt_deg": geo.tilt_deg,
             "slice_spacing_assumed": geo.assumed_spacing,
             "files": list(dict.fromkeys(str(headers[f.file_index].path) for f in sorted_frames)),
-            "skipped_files": scan.skipped,
+            "skipped_files": series.skipped,
         }
     )
     # (k, rows, columns) → (i, j, k): a transposed view, Fortran-ordered, no copy.
-    return Volume(values.transpose(2, 1, 0), lps_to_ras(geo.affine_lps), modality, meta, str(root))
+    return Volume(values.transpose(2, 1, 0), series.affine, modality, meta, str(root))
