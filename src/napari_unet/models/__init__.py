@@ -1,4 +1,5 @@
-"""Segmentation models: `ModelSpec`, `build_model` over MONAI networks, model files.
+"""Segmentation models: `ModelSpec`, `build_model` over MONAI networks, model files,
+importers of MONAI bundles and nnU-Net folders (`import_model`) and `export_bundle`.
 
 ``ModelSpec`` and ``preset_spec`` import no torch; the rest loads torch on first use.
 """
@@ -24,6 +25,8 @@ _LAZY = {
     "read_model_header": "napari_unet.models.files",
     "import_state_dict": "napari_unet.models.files",
     "tensor_hash": "napari_unet.models.files",
+    "import_model": "napari_unet.models.importers",
+    "export_bundle": "napari_unet.models.importers",
 }
 
 __all__ = ["ARCHS", "FORMAT_VERSION", "ModelSpec", "Normalization", "preset_spec", *_LAZY]

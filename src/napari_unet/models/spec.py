@@ -18,6 +18,12 @@ Conventions:
   for 3D the array axes ``(i, j, k)``.
 * ``target_spacing`` (mm) is per array axis ``(i, j, k)``; None (or a None entry) keeps
   the native spacing. 2D models never resample along their slice axis.
+* ``orientation`` (e.g. "RAS"; None: as stored) is the axis codes the model expects its
+  ``(i, j, k)`` to point to: the scan is flipped and transposed to it before anything
+  else (no resampling; `napari_unet.inference.orientation`) and the output brought
+  back, so ``target_spacing``, ``patch_size`` and ``slice_axis`` are in the axis order
+  of the reoriented array. Imported nnU-Net models keep their (z, y, x) axis order
+  inside the network (``arch_args.axis_order``), so theirs are in ``(i, j, k)`` too.
 
 A spec arrives from files written by others, so validation checks types and bounds every
 value that sizes an allocation (see the ``MAX_*`` constants): 1–255 labels of at most 64
@@ -41,7 +47,14 @@ from typing import Any
 #: Version of the model-file metadata layout. Bump when an old reader could misread a file.
 FORMAT_VERSION = 1
 
+#: The presets (`preset_spec`).
 ARCHS = ("unet", "resunet", "attention_unet", "classic_unet")
+PRESET_ARCHS = ARCHS
+#: Architectures of imported models (`napari_unet.models.importers`): MONAI SegResNet,
+#: DynUNet, SwinUNETR, UNETR and nnU-Net's PlainConvUNet / ResidualEncoderUNet (these two
+#: need the optional dynamic_network_architectures package when built).
+IMPORTED_ARCHS = ("segresnet", "dynunet", "swin_unetr", "unetr", "nnunet_plain", "nnunet_resenc")
+ALL_ARCHS = ARCHS + IMPORTED_ARCHS
 NORMALIZATION_MODES = ("ct", "mr", "none")
 
 #: Default colours for labels 1, 2, … (napari-like, distinguishable on grey scans).
@@ -130,7 +143,7 @@ class ModelSpec:
     """Architecture, inputs and outputs of a segmentation model (see module docstring).
 
     Attributes:
-        arch: one of ``ARCHS``. "classic_unet" is the Ronneberger et al. layout (MONAI
+        arch: one of ``ALL_ARCHS``. "classic_unet" is the Ronneberger et al. layout (MONAI
             ``BasicUNet``: two 3×3 convs per block, 64→1024 features, transposed-conv
             upsampling, concatenated skips).
         spatial_dims: 2 (slice by slice) or 3 (sliding window).
@@ -146,6 +159,8 @@ class ModelSpec:
         slice_axis: array axis 2D models slice along; None = the scan's through-plane axis.
         modality: "CT", "MR" or "other": what the model was made for.
         name: a short human-readable name.
+        orientation: axis codes ("RAS", "LPS" …) the scan is reoriented to (flips and
+            transposes only) before the model sees it; None: the array as stored.
     """
 
     arch: str
@@ -161,10 +176,11 @@ class ModelSpec:
     slice_axis: int | None = None
     modality: str = "other"
     name: str = ""
+    orientation: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.arch, str) or self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {_short(self.arch)}")
+        if not isinstance(self.arch, str) or self.arch not in ALL_ARCHS:
+            raise ValueError(f"arch must be one of {ALL_ARCHS}, got {_short(self.arch)}")
         if _int(self.spatial_dims) not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {_short(self.spatial_dims)}")
         self.spatial_dims = int(self.spatial_dims)
@@ -211,7 +227,15 @@ class ModelSpec:
                 f"name must be a text of at most {MAX_NAME_CHARS} characters, "
                 f"got {_short(self.name)}"
             )
+        self.orientation = _orientation(self.orientation)
         self.arch_args = _arch_args(self.arch_args, self.arch, self.spatial_dims)
+        if self.arch == "unetr" and list(self.arch_args.get("img_size", [])) != list(
+            self.patch_size
+        ):
+            raise ValueError(
+                f"arch_args.img_size must equal patch_size {list(self.patch_size)} (UNETR takes "
+                f"inputs of exactly that size), got {_short(self.arch_args.get('img_size'))}"
+            )
 
     @property
     def out_channels(self) -> int:
@@ -296,8 +320,8 @@ def preset_spec(
     Returns:
         The ModelSpec.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if arch not in PRESET_ARCHS:
+        raise ValueError(f"arch must be one of {PRESET_ARCHS}, got {arch!r}")
     if arch == "classic_unet":
         args: dict[str, Any] = {
             "features": [64, 128, 256, 512, 1024, 64],
@@ -471,6 +495,12 @@ def _arch_args(args: Any, arch: str, dims: int) -> dict[str, Any]:
         raise ValueError(f"arch_args must be a JSON object, got {_short(args)}")
     if len(args) > 32:
         raise ValueError(f"arch_args has {len(args)} entries; at most 32 are allowed")
+    if arch not in PRESET_ARCHS:
+        checked = _IMPORTED_CHECKS[arch](args, dims)
+        for key, value in args.items():  # anything else: small plain data
+            if key not in checked:
+                _plain(value, key)
+        return dict(args)
     if arch == "classic_unet":
         if "features" in args:
             _widths(args["features"], "features", (6, 6))
@@ -505,3 +535,166 @@ def _arch_args(args: Any, arch: str, dims: int) -> dict[str, Any]:
     for key, value in args.items():  # anything else: small plain data
         _plain(value, key)
     return dict(args)
+
+
+# --- orientation and the imported architectures -----------------------------------------
+
+_AXIS_PAIRS = ("LR", "PA", "IS")
+#: nnU-Net layer names accepted in ``arch_args`` (mapped to torch classes by `build_model`).
+NNUNET_OPS = {
+    "conv_op": ("Conv2d", "Conv3d"),
+    "norm_op": ("InstanceNorm2d", "InstanceNorm3d", "BatchNorm2d", "BatchNorm3d", None),
+    "dropout_op": ("Dropout", "Dropout2d", "Dropout3d", None),
+    "nonlin": ("LeakyReLU", "ReLU", "PReLU", "GELU", "ELU", None),
+    "block": ("BasicBlockD", "BottleneckD"),
+}
+#: Largest hidden size and MLP width of a transformer (UNETR: 768 and 3072).
+MAX_HIDDEN = 1024
+MAX_MLP = 4096
+MAX_HEADS = 64
+
+
+def _orientation(value: Any) -> str | None:
+    """None or three axis codes, one of each pair L/R, P/A, I/S ("RAS", "LPS", "SAR" …)."""
+    if value is None:
+        return None
+    ok = isinstance(value, str) and len(value) == 3 and value.isupper()
+    ok = ok and sorted("".join(p for c in value for p in _AXIS_PAIRS if c in p)) == sorted(
+        "".join(_AXIS_PAIRS)
+    )
+    if not ok:
+        raise ValueError(
+            f"orientation must be None or 3 axis codes such as 'RAS' (one of L/R, P/A, I/S "
+            f"each), got {_short(value)}"
+        )
+    return value
+
+
+def _whole(value: Any, name: str, lo: int, hi: int) -> int:
+    number = _int(value)
+    if number is None or not lo <= number <= hi:
+        raise ValueError(
+            f"arch_args.{name} must be a whole number {lo} to {hi}, got {_short(value)}"
+        )
+    return number
+
+
+def _per_level(
+    value: Any, name: str, dims: int, lo: int, hi: int, *, count: tuple[int, int] | int
+) -> int:
+    """A list of per-level values (each an int in [lo, hi] or ``dims`` of them); its length."""
+    lo_n, hi_n = (count, count) if isinstance(count, int) else count
+    if not isinstance(value, (list, tuple)) or not lo_n <= len(value) <= hi_n:
+        n = f"{lo_n}" if lo_n == hi_n else f"{lo_n} to {hi_n}"
+        raise ValueError(f"arch_args.{name} must be a list of {n} levels, got {_short(value)}")
+    for item in value:
+        _sizes(item, name, lo, hi, dims)
+    return len(value)
+
+
+def _counts(value: Any, name: str, n: int, lo: int = 1, hi: int = MAX_RES_UNITS) -> None:
+    """An int in [lo, hi] or ``n`` of them (blocks or convolutions per level)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if isinstance(value, (list, tuple)) and len(items) != n:
+        raise ValueError(f"arch_args.{name} must have {n} entries, got {_short(value)}")
+    for item in items:
+        _whole(item, name, lo, hi)
+
+
+def _check_segresnet(args: dict[str, Any], dims: int) -> set[str]:
+    _whole(args.get("init_filters", 8), "init_filters", 1, 128)
+    down = args.get("blocks_down", (1, 2, 2, 4))
+    levels = _per_level(down, "blocks_down", 1, 1, MAX_RES_UNITS, count=(1, MAX_LEVELS))
+    _per_level(args.get("blocks_up", (1, 1, 1)), "blocks_up", 1, 1, MAX_RES_UNITS,
+               count=levels - 1)  # fmt: skip
+    if "num_groups" in args:
+        _whole(args["num_groups"], "num_groups", 1, MAX_FEATURES)
+    return {"init_filters", "blocks_down", "blocks_up", "num_groups"}
+
+
+def _check_dynunet(args: dict[str, Any], dims: int) -> set[str]:
+    for key in ("kernel_size", "strides", "upsample_kernel_size"):
+        if key not in args:
+            raise ValueError(f"arch_args.{key} is required for DynUNet")
+    levels = _per_level(args["kernel_size"], "kernel_size", dims, 1, MAX_KERNEL,
+                        count=(2, MAX_LEVELS))  # fmt: skip
+    _per_level(args["strides"], "strides", dims, 1, MAX_STRIDE, count=levels)
+    _per_level(args["upsample_kernel_size"], "upsample_kernel_size", dims, 1, MAX_STRIDE,
+               count=levels - 1)  # fmt: skip
+    if args.get("filters") is not None:
+        _widths(args["filters"], "filters", (levels, levels))
+    if args.get("deep_supervision", False) is not False:
+        raise ValueError("arch_args.deep_supervision must be false (its heads are dropped)")
+    return {"kernel_size", "strides", "upsample_kernel_size", "filters"}
+
+
+def _check_swin_unetr(args: dict[str, Any], dims: int) -> set[str]:
+    feature = _whole(args.get("feature_size", 24), "feature_size", 12, 96)
+    if feature % 12:
+        raise ValueError(f"arch_args.feature_size must be a multiple of 12, got {feature}")
+    _per_level(args.get("depths", (2, 2, 2, 2)), "depths", 1, 1, MAX_RES_UNITS, count=4)
+    _per_level(args.get("num_heads", (3, 6, 12, 24)), "num_heads", 1, 1, MAX_HEADS, count=4)
+    _sizes(args.get("window_size", 7), "window_size", 1, 16, dims)
+    if _int(args.get("patch_size", 2)) != 2:
+        raise ValueError(f"arch_args.patch_size must be 2, got {_short(args.get('patch_size'))}")
+    mlp = _real(args.get("mlp_ratio", 4.0))
+    if mlp is None or not 0 < mlp <= 8:
+        raise ValueError(f"arch_args.mlp_ratio must be above 0 and at most 8, got {mlp!r}")
+    return {"feature_size", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio"}
+
+
+def _check_unetr(args: dict[str, Any], dims: int) -> set[str]:
+    _patch(args.get("img_size"), dims)
+    _whole(args.get("feature_size", 16), "feature_size", 1, 128)
+    _whole(args.get("hidden_size", 768), "hidden_size", 1, MAX_HIDDEN)
+    _whole(args.get("mlp_dim", 3072), "mlp_dim", 1, MAX_MLP)
+    _whole(args.get("num_heads", 12), "num_heads", 1, MAX_HEADS)
+    return {"img_size", "feature_size", "hidden_size", "mlp_dim", "num_heads"}
+
+
+def _check_nnunet(args: dict[str, Any], dims: int) -> set[str]:
+    stages = _whole(args.get("n_stages"), "n_stages", 1, MAX_LEVELS)
+    features = args.get("features_per_stage")
+    if isinstance(features, (list, tuple)):
+        _widths(features, "features_per_stage", (stages, stages))
+    else:
+        _whole(features, "features_per_stage", 1, MAX_FEATURES)
+    _per_level(args.get("kernel_sizes"), "kernel_sizes", dims, 1, MAX_KERNEL, count=stages)
+    _per_level(args.get("strides"), "strides", dims, 1, MAX_STRIDE, count=stages)
+    blocks = "n_blocks_per_stage" if "n_blocks_per_stage" in args else "n_conv_per_stage"
+    _counts(args.get(blocks), blocks, stages)
+    _counts(args.get("n_conv_per_stage_decoder"), "n_conv_per_stage_decoder", stages - 1)
+    for key, names in NNUNET_OPS.items():
+        value = args.get(key, names[-1] if names[-1] is None else names[0])
+        if value not in names:
+            raise ValueError(f"arch_args.{key} must be one of {names}, got {_short(value)}")
+    conv = args.get("conv_op", f"Conv{dims}d")
+    if conv != f"Conv{dims}d":
+        raise ValueError(f"arch_args.conv_op must be Conv{dims}d for a {dims}D model")
+    for key in ("bottleneck_channels", "stem_channels"):
+        if args.get(key) is not None:
+            value = args[key]
+            if isinstance(value, (list, tuple)):
+                _widths(value, key, (stages, stages))
+            else:
+                _whole(value, key, 1, MAX_FEATURES)
+    order = args.get("axis_order", list(range(dims)))
+    axes = [_int(a) for a in order] if isinstance(order, (list, tuple)) else []
+    if sorted(a for a in axes if a is not None) != list(range(dims)) or None in axes:
+        raise ValueError(
+            f"arch_args.axis_order must be a permutation of {list(range(dims))}, "
+            f"got {_short(order)}"
+        )
+    return {"n_stages", "features_per_stage", "kernel_sizes", "strides", blocks,
+            "n_conv_per_stage_decoder", "bottleneck_channels", "stem_channels", "axis_order",
+            *NNUNET_OPS}  # fmt: skip
+
+
+_IMPORTED_CHECKS = {
+    "segresnet": _check_segresnet,
+    "dynunet": _check_dynunet,
+    "swin_unetr": _check_swin_unetr,
+    "unetr": _check_unetr,
+    "nnunet_plain": _check_nnunet,
+    "nnunet_resenc": _check_nnunet,
+}
