@@ -244,9 +244,9 @@ def predict_cohort_steps(
     results: dict[str, dict[str, Any]] = {r["id"]: r for r in plan.skipped}
     counts = {"done": 0, "failed": 0, "skipped": len(plan.skipped)}
     total = len(plan.todo)
-    yield Progress(0, total, "starting", {**counts})
 
     def finished(record: dict[str, Any]) -> Progress:
+        record.setdefault("model_file", os.path.abspath(model))
         append_record(out, record)
         results[record["id"]] = record
         counts[record["status"]] += 1
@@ -267,6 +267,7 @@ def predict_cohort_steps(
             where = scheduler or "local"
     loads: dict[str, int] = {}
     try:
+        yield Progress(0, total, "starting", {**counts})
         if runner is not None:
             for record in runner:
                 if record.get("worker") is not None:
@@ -303,17 +304,24 @@ def _in_process(model, model_hash, plan: Plan, device, batch_size, stop):
 
 
 def _on_dask(model, model_hash, plan: Plan, device, batch_size, stop, workers, scheduler):
-    """Yield records as the cluster finishes cases; cancel the rest when closed."""
+    """Connect (or start a local cluster) now; return a generator of records as the
+    cluster finishes cases, which cancels the rest and disconnects when closed."""
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError:
         raise InputError(
             "several workers need Dask distributed: pip install 'napari-unet[cluster]' "
             "(or use --workers 1)"
         ) from None
+    client, cluster, gpus = _connect(Client, workers, scheduler, device)
+    return _dask_records(client, cluster, gpus, model, model_hash, plan, device, batch_size, stop)
+
+
+def _dask_records(client, cluster, gpus, model, model_hash, plan: Plan, device, batch_size, stop):
+    from distributed import as_completed
+
     from napari_unet.cohort.worker import ModelPlugin, run_case
 
-    client, cluster, gpus = _connect(Client, workers, scheduler, device)
     futures = []
     try:
         name = f"napari-unet-model-{model_hash[:16]}"
