@@ -127,3 +127,15 @@ def test_records_last_wins_and_a_cut_line_is_skipped(tmp_path) -> None:
     write_records(tmp_path, records.values())
     lines = (tmp_path / "cohort.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["a", "b"]
+
+
+def test_the_cohort_core_imports_no_qt_napari_torch_or_dask() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_unet.cohort.manifest, napari_unet.cohort.run, "
+            "napari_unet.cohort.review, napari_unet.cohort.train, napari_unet.cohort.case; "
+            "print(' '.join(sorted(sys.modules)))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = {m.split(".")[0] for m in out.stdout.split()}
+    assert not loaded & {"qtpy", "PyQt5", "PyQt6", "napari", "magicgui", "torch", "distributed"}
