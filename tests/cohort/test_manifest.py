@@ -11,6 +11,7 @@ from napari_unet.cohort.manifest import (
     Case,
     append_record,
     case_id,
+    clean_id,
     collect_cases,
     is_cohort_input,
     read_manifest,
@@ -111,6 +112,8 @@ def test_manifest_round_trip(tmp_path) -> None:
 
 
 def test_case_ids() -> None:
+    assert clean_id("../../etc/passwd") == "etc_passwd"  # an id never leaves OUT_DIR
+    assert clean_id("..") == "case"
     assert case_id("/a/b/Patient 7 (T1).nii.gz") == "Patient_7_T1"
     assert case_id("/a/series.1") == "series.1"
     assert case_id("/a/.nii.gz") == "nii.gz"

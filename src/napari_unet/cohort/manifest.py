@@ -128,16 +128,15 @@ def collect_cases(inputs: Iterable[str | os.PathLike]) -> list[Case]:
     seen: set[str] = set()
     for item in inputs:
         text = os.fspath(item)
-        if is_manifest(text):
-            found = read_manifest(text)
-        else:
-            found = [Case(case_id(p), os.path.abspath(p)) for p in _expand(text)]
-        for case in found:
-            key = os.path.realpath(case.image)
+        if is_manifest(text):  # its rows as they are (one scan may have two label maps)
+            cases.extend(read_manifest(text))
+            continue
+        for path in _expand(text):
+            key = os.path.realpath(path)
             if key in seen:  # the same scan named twice (a glob and a file)
                 continue
             seen.add(key)
-            cases.append(case)
+            cases.append(Case(case_id(path), os.path.abspath(path)))
     if not cases:
         raise InputError("no scan found in the inputs given")
     return _unique_ids(cases)
