@@ -26,6 +26,7 @@ EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
 _GROUPS = (
     "napari_unet.cli._volume_cmds",
     "napari_unet.cli._model_cmds",
+    "napari_unet.cli._import_cmds",
     "napari_unet.cli._train_cmds",
     "napari_unet.cli._demo_cmds",
 )

@@ -53,6 +53,9 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
         if isinstance(args.get(key), list):
             args[key] = tuple(args[key])
     try:
+        if spec.arch == "swin_unetr" and torch.get_default_device().type == "meta":
+            with torch.device("cpu"):  # SwinUNETR calls .item() while it is built
+                return cls(**common, **args).to("meta")
         return cls(**common, **args)
     except TypeError as e:
         raise ValueError(

@@ -629,7 +629,7 @@ def _check_dynunet(args: dict[str, Any], dims: int) -> set[str]:
 
 
 def _check_swin_unetr(args: dict[str, Any], dims: int) -> set[str]:
-    feature = _whole(args.get("feature_size", 24), "feature_size", 12, 96)
+    feature = _whole(args.get("feature_size", 24), "feature_size", 12, 48)
     if feature % 12:
         raise ValueError(f"arch_args.feature_size must be a multiple of 12, got {feature}")
     _per_level(args.get("depths", (2, 2, 2, 2)), "depths", 1, 1, MAX_RES_UNITS, count=4)

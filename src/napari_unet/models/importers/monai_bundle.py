@@ -438,4 +438,5 @@ def _drop_extra_heads(sd: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
 
     with torch.device("meta"):
         expected = set(build_model(spec).state_dict())
-    return {k: v for k, v in sd.items() if k in expected or not k.startswith("deep_supervision")}
+    heads = ("deep_supervision_heads.", "super_head.")
+    return {k: v for k, v in sd.items() if k in expected or not any(h in k for h in heads)}
