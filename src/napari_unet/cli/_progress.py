@@ -19,8 +19,6 @@ T = TypeVar("T")
 def _postfix(event: Progress) -> str:
     data = event.data or {}
     parts = []
-    if "round" in data:
-        parts.append(f"round {data['round']}")
     if data.get("loss") is not None:
         parts.append(f"loss {data['loss']:.3f}")
     if data.get("val_dice") is not None:
@@ -45,19 +43,21 @@ def drain(job: Job[T], description: str, *, enabled: bool = True) -> T:
     from tqdm import tqdm
 
     bar: Any = None
-    message = None
+    phase = None
     try:
         while True:
             try:
                 event = next(job)
             except StopIteration as done:
                 return done.value
-            if bar is None or event.message.split(":")[0] != message:
+            # a new bar when a new phase starts: another round, or the count restarts
+            key = (event.data or {}).get("round")
+            if bar is None or key != phase or event.done < bar.n:
                 if bar is not None:
                     bar.close()
-                message = event.message.split(":")[0]
-                label = f"{description}: {event.message}" if event.message else description
-                bar = tqdm(total=event.total or None, desc=label[:60], file=sys.stderr,
+                phase = key
+                label = description if key is None else f"{description}, round {key}"
+                bar = tqdm(total=event.total or None, desc=label, file=sys.stderr,
                            mininterval=0.5, dynamic_ncols=True)  # fmt: skip
             if event.total and bar.total != event.total:
                 bar.total = event.total
