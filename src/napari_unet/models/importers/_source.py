@@ -235,10 +235,13 @@ def load_weights(
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        first = short(str(e).split("WeightsUnpickler error:")[-1].strip(), 160)
+        import re
+
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"a pickled {found.group(1)}" if found else short(str(e).splitlines()[0], 100)
         raise ModelFileError(
-            f"{where}: refused by the weights-only loader (it holds more than tensors and "
-            f"plain data, which could run code): {first}"
+            f"{where}: refused by the weights-only loader: it holds {what}, not only tensors "
+            "and plain data (unpickling it could run code)"
         ) from None
 
 
