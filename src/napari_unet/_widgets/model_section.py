@@ -46,6 +46,11 @@ class ModelSection(QGroupBox):
         self.labels_edit.setPlaceholderText("label names, e.g. liver, kidney, spleen")
         self.new_button = QPushButton("New model")
         self.open_button = QPushButton("Open model…")
+        self.import_button = QPushButton("Import model…")
+        self.import_button.setToolTip(
+            "A MONAI bundle (.zip, or its configs/metadata.json) or an nnU-Net v2 results "
+            "folder (its plans.json): read as data, saved as a napari-unet model, opened"
+        )
         self.versions = QListWidget()
         self.versions.setMaximumHeight(110)
         self.rollback_button = QPushButton("Use selected version")
@@ -57,6 +62,7 @@ class ModelSection(QGroupBox):
         buttons = QHBoxLayout()
         buttons.addWidget(self.new_button)
         buttons.addWidget(self.open_button)
+        buttons.addWidget(self.import_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -65,6 +71,7 @@ class ModelSection(QGroupBox):
 
         self.new_button.clicked.connect(self._new_clicked)
         self.open_button.clicked.connect(self._open_clicked)
+        self.import_button.clicked.connect(self._import_clicked)
         self.rollback_button.clicked.connect(self._rollback_clicked)
         session.changed.connect(self.refresh)
 
@@ -134,6 +141,50 @@ class ModelSection(QGroupBox):
                 self.open_model(path)
             except InputError as e:
                 show_error(str(e))
+
+    def _import_clicked(self) -> None:
+        """Pick a bundle zip or a file in a bundle / nnU-Net folder; import, then open."""
+        picked, _ = QFileDialog.getOpenFileName(
+            self, "Import a MONAI bundle (.zip, configs/metadata.json) or nnU-Net folder "
+            "(plans.json)", "", "Models (*.zip *.json *.yaml);;All files (*)",
+        )  # fmt: skip
+        if not picked:
+            return
+        chosen = Path(picked)
+        source = chosen.parent if chosen.suffix.lower() != ".zip" else chosen
+        if source.name == "configs":
+            source = source.parent
+        try:
+            folder = self.session.loop.models_folder
+            folder.mkdir(parents=True, exist_ok=True)
+        except (InputError, OSError) as e:
+            show_error(str(e))
+            return
+        out, _ = QFileDialog.getSaveFileName(
+            self, "Save the imported model as", str(folder / f"{source.stem}.safetensors"),
+            "napari-unet models (*.safetensors)",
+        )  # fmt: skip
+        if not out:
+            return
+
+        def job():
+            from napari_unet.jobs import Progress
+            from napari_unet.models.importers import import_model
+
+            yield Progress(0, 1, "reading")
+            return import_model(source, out, overwrite=True)
+
+        def opened(path) -> None:
+            try:
+                self.open_model(path)
+            except InputError as e:
+                show_error(str(e))
+            else:
+                show_info(f"imported {source.name} as {Path(path).name}")
+
+        from napari_unet._widgets._worker import start_job
+
+        start_job(job, description="Import model", on_result=opened)
 
     def _rollback_clicked(self) -> None:
         item = self.versions.currentItem()
