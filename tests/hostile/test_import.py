@@ -111,14 +111,26 @@ def _pickle_payload(tmp, marker):
     return folder, ["models/model.pt", "weights-only"]
 
 
-def _torchscript(tmp, marker):
+def _torchscript_payload(tmp, marker):
+    """A TorchScript-shaped archive whose module pickle would touch the marker."""
+    import pickle
+
     folder = _bundle(tmp, marker)
     (folder / "models" / "model.pt").unlink()
+    with zipfile.ZipFile(folder / "models" / "model.ts", "w") as z:
+        z.writestr("m/code/__torch__/evil.py", "def forward(self): pass\n")
+        z.writestr("m/data.pkl", pickle.dumps(_Touch(marker), protocol=2))
+        z.writestr("m/constants.pkl", pickle.dumps((), protocol=2))
+    return folder, ["models/model.ts", "getattr", "nothing of the archive runs"]
+
+
+def _torchscript_in_model_pt(tmp, marker):
+    folder = _bundle(tmp, marker)
     from monai.networks.nets import UNet
 
-    script = torch.jit.script(UNet(3, 1, 3, channels=[4, 8], strides=[2]))
-    torch.jit.save(script, str(folder / "models" / "model.ts"))
-    return folder, ["models/model.ts", "TorchScript"]
+    script = torch.jit.script(UNet(3, 1, 3, channels=[4, 8], strides=[2], num_res_units=2))
+    torch.jit.save(script, str(folder / "models" / "model.pt"))  # real code, wrong network
+    return folder, ["tensors do not match"]
 
 
 def _yaml_python_tag(tmp, marker):
@@ -215,7 +227,8 @@ CASES: dict[str, Callable[[Path, Path], tuple[Path, list[str]]]] = {
     "transforms_expression": _transforms_expression,
     "inferer_expression": _inferer_expression,
     "pickle_payload": _pickle_payload,
-    "torchscript": _torchscript,
+    "torchscript_payload": _torchscript_payload,
+    "torchscript_other_network": _torchscript_in_model_pt,
     "yaml_python_tag": _yaml_python_tag,
     "deep_json": _deep_json,
     "zip_traversal": _zip_traversal,

@@ -205,3 +205,30 @@ def test_class_subset_of_a_residual_unet_is_marked_approximate(tmp_path):
     assert sub.lineage["imported"]["head_cut"] == "approximate"
     with pytest.raises(Exception, match="not a class of this model"):
         import_model(bundle, tmp_path / "x.safetensors", labels="liver")
+
+
+def test_torchscript_weights_are_read_as_data(tmp_path):
+    """A bundle shipping only models/model.ts: its tensors are read, its code never run."""
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(3, 1, 3, channels=[4, 8, 16], strides=[2, 2], num_res_units=1, norm="batch")
+    net.eval()
+    definition = {
+        "_target_": "UNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "channels": [4, 8, 16],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "norm": "batch",
+    }
+    bundle = F.write_bundle(tmp_path / "b", F.zoo_config(definition, [], [16] * 3), None,
+                            meta=F.metadata(["a", "b"]))  # fmt: skip
+    torch.jit.save(torch.jit.script(net), str(bundle / "models" / "model.ts"))
+    loaded = load_model(import_model(bundle, tmp_path / "m.safetensors"))
+    assert loaded.lineage["imported"]["files"].keys() >= {"models/model.ts"}
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), net(x))

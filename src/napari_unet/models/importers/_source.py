@@ -209,7 +209,11 @@ def check_plain(value: Any, where: str) -> None:
 
 
 def load_weights(
-    files: SourceFiles, rel: str, *, safe_globals: list[Any] | tuple[Any, ...] = ()
+    files: SourceFiles,
+    rel: str,
+    *,
+    safe_globals: list[Any] | tuple[Any, ...] = (),
+    data: bytes | None = None,
 ) -> Any:
     """``torch.load(weights_only=True)`` of a file: tensors and plain containers only.
 
@@ -217,6 +221,7 @@ def load_weights(
         files: where the file is.
         rel: its relative path.
         safe_globals: the only extra classes the unpickler may build (scoped to this call).
+        data: the file's bytes, if already read.
 
     Raises:
         ModelFileError: a TorchScript archive (code), or anything ``weights_only``
@@ -225,7 +230,8 @@ def load_weights(
     import torch
 
     where = files.where(rel)
-    data = files.read_bytes(rel, MAX_WEIGHTS_BYTES)
+    if data is None:
+        data = files.read_bytes(rel, MAX_WEIGHTS_BYTES)
     if is_torchscript(data):
         raise ModelFileError(
             f"{where}: is a TorchScript archive, i.e. code; napari-unet does not run it "

@@ -14,7 +14,9 @@ config through ``ConfigParser``, which imports ``_target_`` classes and evaluate
   bundle, with all of them listed;
 * ``inferer`` ``roi_size`` → patch size; ``metadata.json``
   ``network_data_format.outputs.<first>.channel_def`` → label names;
-* weights with ``torch.load(weights_only=True)``; TorchScript is refused (it is code).
+* weights with ``torch.load(weights_only=True)``; a TorchScript ``model.ts`` is code and
+  never loaded, but its tensors are read as data (`_torchscript`: a restricted unpickler
+  that builds only module stand-ins and tensors) when ``model.pt`` is absent.
 
 Every other key (``imports``, ``device``, ``network``, ``evaluator`` … which in Model Zoo
 bundles are ``$`` expressions) is ignored, never looked at. A ``$`` expression, a ``%``
@@ -29,7 +31,15 @@ import os
 from typing import Any
 
 from napari_unet.errors import ModelFileError
-from napari_unet.models.importers._source import SourceFiles, load_weights, short, tensors_only
+from napari_unet.models.importers._source import (
+    MAX_WEIGHTS_BYTES,
+    SourceFiles,
+    is_torchscript,
+    load_weights,
+    short,
+    tensors_only,
+)
+from napari_unet.models.importers._torchscript import read_torchscript_weights
 from napari_unet.models.spec import ModelSpec, Normalization
 
 #: Allowed ``network_def._target_`` names (MONAI's aliases included) → our arch.
@@ -95,7 +105,14 @@ def read_bundle(source: str | os.PathLike) -> tuple[ModelSpec, dict[str, Any], d
             weights_rel = "models/model.ts" if files.exists("models/model.ts") else weights_rel
         if not files.exists(weights_rel):
             raise ModelFileError(f"{files.where('models/model.pt')}: missing (no weights)")
-        sd = tensors_only(load_weights(files, weights_rel), files.where(weights_rel))
+        where_w = files.where(weights_rel)
+        data = files.read_bytes(weights_rel, MAX_WEIGHTS_BYTES)
+        scripted = is_torchscript(data)
+        if scripted:  # read as data: its tensors, never its code
+            sd = read_torchscript_weights(data, where_w)
+        else:
+            sd = tensors_only(load_weights(files, weights_rel, data=data), where_w)
+        del data
         name = meta.get("name") if isinstance(meta.get("name"), str) else files.path.stem
         try:
             spec = ModelSpec(
@@ -114,6 +131,8 @@ def read_bundle(source: str | os.PathLike) -> tuple[ModelSpec, dict[str, Any], d
         except (ValueError, TypeError) as e:
             raise ModelFileError(f"{where}: network_def: {short(e, 300)}") from None
         sd = _drop_extra_heads(sd, spec)
+        if scripted:  # attributes that are not parameters or buffers (none, usually)
+            sd = _only_expected(sd, spec)
         hashed = [r for r in ("configs/metadata.json", config_rel, weights_rel) if files.exists(r)]
         lineage = {
             "format": "monai_bundle",
@@ -440,3 +459,13 @@ def _drop_extra_heads(sd: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
         expected = set(build_model(spec).state_dict())
     heads = ("deep_supervision_heads.", "super_head.")
     return {k: v for k, v in sd.items() if k in expected or not any(h in k for h in heads)}
+
+
+def _only_expected(sd: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    import torch
+
+    from napari_unet.models.build import build_model
+
+    with torch.device("meta"):
+        expected = set(build_model(spec).state_dict())
+    return {k: v for k, v in sd.items() if k in expected}
