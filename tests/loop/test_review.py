@@ -24,7 +24,7 @@ def _loop(shape=(80, 80, 6)) -> Loop:
 
 def _disc(shape, voxels: int) -> np.ndarray:
     """A filled square of about ``voxels`` voxels in the middle of a slice."""
-    side = int(round(np.sqrt(voxels)))
+    side = round(float(np.sqrt(voxels)))
     mask = np.zeros(shape[:2], bool)
     lo = (shape[0] - side) // 2
     mask[lo : lo + side, lo : lo + side] = True
@@ -155,7 +155,7 @@ def test_empty_slices_skips_reviewed_and_filled_slices():
 
 
 def test_a_new_model_is_untrained_and_its_prediction_is_signed(tmp_path):
-    image, truth = blob_pair(shape=(32, 32, 6))
+    image, _ = blob_pair(shape=(32, 32, 6))
     loop = Loop(image, models_folder=tmp_path, device="cpu")
     assert not loop.trained  # no model at all
     version = loop.new_model(["blob"], spatial_dims=2, modality="MR")

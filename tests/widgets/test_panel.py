@@ -84,10 +84,15 @@ def test_cancel_in_the_middle_of_a_prediction_keeps_the_viewer_alive(panel, tiny
     assert panel.segment_section.run_button.isEnabled()
 
 
-def test_accept_and_next_slice_to_review(panel, tiny_scan):
+def test_accept_and_next_slice_to_review(panel, tiny_scan, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
     _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)  # Accept needs labels to accept
     session = panel.session
     panel.viewer.dims.set_current_step(0, 7)
+    # the model is untrained: Accept asks first (tests/widgets/test_trust_review.py)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     panel.review_section.accept_button.click()
     assert session.reviewed_display() == [7]
     assert "Reviewed 1 of 10 slices: 7" in panel.review_section.summary.text()

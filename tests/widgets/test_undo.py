@@ -29,7 +29,13 @@ def test_the_labels_layer_is_the_loops_labels(panel, tiny_scan):
     assert session.loop.reviewed == {int(session.geometry.to_native_index(2, 3))}
 
 
-def test_ctrl_z_after_a_merge_restores_the_labels_exactly(panel, tiny_scan, qtbot):
+def test_ctrl_z_after_a_merge_restores_the_labels_exactly(panel, tiny_scan, qtbot, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    # slice 8's content was not made by this model: Run asks, the user says "Replace"
+    asked = []
+    replace = QMessageBox.StandardButton.Yes
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: asked.append(box) or replace)
     _open(panel, tiny_scan[0])
     panel.model_section.new_model(["ball"], spatial_dims=2)
     labels = panel.session.labels_layer
@@ -39,6 +45,7 @@ def test_ctrl_z_after_a_merge_restores_the_labels_exactly(panel, tiny_scan, qtbo
     before = labels.data.copy()
     reviewed = panel.session.reviewed_display()
     _predict(panel, qtbot)
+    assert len(asked) == 1
     assert not np.array_equal(labels.data, before)  # the untrained net changed something
     np.testing.assert_array_equal(labels.data[[2, 6]], before[[2, 6]])
     assert panel.session.reviewed_display() == reviewed  # the merge reviews nothing
@@ -47,8 +54,10 @@ def test_ctrl_z_after_a_merge_restores_the_labels_exactly(panel, tiny_scan, qtbo
     assert panel.session.reviewed_display() == reviewed
     labels.undo()  # the step before the merge: the user's last stroke
     assert labels.data[6, 5, 5] == 0 and labels.data[2, 18, 18] == 1
+    assert panel.session.reviewed_display() == [2]  # its slice is no longer reviewed
     labels.redo()
     labels.redo()
+    assert panel.session.reviewed_display() == reviewed
     np.testing.assert_array_equal(labels.data[[2, 6]], before[[2, 6]])
     assert not np.array_equal(labels.data, before)  # the merge is back
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import QSizePolicy, QWidget
+from qtpy.QtWidgets import QMenu, QSizePolicy, QWidget
 
 REVIEWED = QColor("#3cb371")
 CURRENT = QColor("#ffcc00")
@@ -60,21 +60,32 @@ class CurvePlot(QWidget):
 
 
 class SliceStrip(QWidget):
-    """One mark per slice: reviewed (green), uncertainty (brightness), current (yellow).
+    """One mark per slice: reviewed (green), information (brightness), current (yellow).
 
-    Clicking a position calls ``on_click(slice_index)``.
+    A left click calls ``on_click(slice_index)``; a right click opens a menu to go to
+    the slice or, if it is reviewed, to un-review it (``on_unreview(slice_index)``).
     """
 
-    def __init__(self, on_click: Callable[[int], None] | None = None, parent=None) -> None:
+    def __init__(
+        self,
+        on_click: Callable[[int], None] | None = None,
+        parent=None,
+        *,
+        on_unreview: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.n = 0
         self.reviewed: set[int] = set()
         self.current = -1
         self.uncertainty: np.ndarray | None = None
         self.on_click = on_click
+        self.on_unreview = on_unreview
         self.setMinimumHeight(22)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("Slices: green = reviewed, brighter = more uncertain; click to go")
+        self.setToolTip(
+            "Slices: green = reviewed, brighter = more to learn from reviewing it; "
+            "click to go, right-click to un-review"
+        )
 
     def set_state(self, n: int, reviewed, current: int, uncertainty=None) -> None:
         self.n, self.reviewed, self.current = n, set(reviewed), current
@@ -100,7 +111,27 @@ class SliceStrip(QWidget):
         if 0 <= self.current < self.n:
             painter.fillRect(QRectF(self.current * bar, 0, max(bar, 2.0), h), CURRENT)
 
+    def index_at(self, x: float) -> int:
+        return int(min(self.n - 1, max(0, x // self._width())))
+
     def mousePressEvent(self, event) -> None:
-        if self.on_click is not None and self.n:
-            x = event.position().x() if hasattr(event, "position") else event.x()
-            self.on_click(int(min(self.n - 1, max(0, x // self._width()))))
+        if not self.n:
+            return
+        x = event.position().x() if hasattr(event, "position") else event.x()
+        index = self.index_at(x)
+        if event.button() == Qt.MouseButton.RightButton:
+            self.show_menu(index, event.globalPosition().toPoint())
+        elif self.on_click is not None:
+            self.on_click(index)
+
+    def show_menu(self, index: int, where=None) -> None:
+        """The slice's menu: go to it; un-review it (when reviewed)."""
+        menu = QMenu(self)
+        go = menu.addAction(f"Go to slice {index}")
+        unreview = menu.addAction(f"Un-review slice {index}")
+        unreview.setEnabled(index in self.reviewed and self.on_unreview is not None)
+        chosen = menu.exec(where if where is not None else self.mapToGlobal(self.rect().center()))
+        if chosen is go and self.on_click is not None:
+            self.on_click(index)
+        elif chosen is unreview and unreview.isEnabled():
+            self.on_unreview(index)

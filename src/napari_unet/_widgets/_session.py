@@ -5,11 +5,18 @@ The labels layer's data is ONE C-ordered, display-ordered buffer and the loop's 
 array is a native-ordered *view* of it (`DisplayGeometry.to_native`), so what the user
 paints is what the loop trains on, with no copy to keep in step. Paint events become
 reviewed slices; a merged prediction goes onto napari's undo history as one step.
+
+Undo follows the review: each undo item of the labels layer remembers what it did
+besides the voxels (the slices a stroke newly made reviewed, the labels' writer before
+and after a merge), so Ctrl-Z of the stroke that made a slice reviewed un-reviews it
+(unless the user accepted it explicitly), redo reviews it again, and undoing a merge
+leaves the reviewed slices as they were.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,29 @@ from napari_unet._layers import labels_layer_data, volume_from_layer
 from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.io.display import METADATA_KEY, DisplayGeometry
 from napari_unet.loop import Edit, Loop
+from napari_unet.loop.core import UNCERTAIN_SLICE
 from napari_unet.workspace import Recovery, Workspace
+
+
+@dataclass
+class _HistoryStep:
+    """What one undo item of the labels layer did besides changing voxels.
+
+    Attributes:
+        atoms: the item's history atoms (held, so that their ids identify the item).
+        reviewed: native slices the item newly made reviewed (a stroke).
+        writer: the loop's `labels_writer` before and after (a merge).
+    """
+
+    atoms: list
+    reviewed: frozenset[int] = frozenset()
+    writer: tuple[str | None, str | None] | None = None
+
+
+def _history_key(item) -> frozenset[int]:
+    """An undo item's identity: napari moves the same atoms between its undo and redo
+    queues (in reversed, new lists)."""
+    return frozenset(id(atom) for atom in item)
 
 
 class LoopSession:
@@ -30,10 +59,13 @@ class LoopSession:
     Signals:
         changed: the image, labels layer, model or reviewed slices changed.
         reviewed_changed: the set of reviewed slices changed.
+        busy_changed(bool): the loop started or ended a job (emitted in the thread
+            where that happened: a job ends in its worker thread).
     """
 
     changed = Signal()
     reviewed_changed = Signal()
+    busy_changed = Signal(bool)
 
     def __init__(self, viewer: napari.Viewer, *, recovery_root: str | None = None) -> None:
         self.viewer = viewer
@@ -44,6 +76,9 @@ class LoopSession:
         self.device = "auto"
         self._buffer: np.ndarray | None = None  # display-ordered labels; loop.labels views it
         self._merging = False
+        self._merge_item: list | None = None  # the undo item of the merge being written
+        self._steps: dict[frozenset[int], _HistoryStep] = {}
+        self._accepted: set[int] = set()  # native slices accepted explicitly: undo keeps them
         self.recovery: Recovery | None = None
         self.recovery_root = recovery_root
         self.dirty = False
@@ -68,8 +103,10 @@ class LoopSession:
     def set_loop(self, loop: Loop) -> None:
         """Drive ``loop`` (its labels must view `_buffer`); relay its events."""
         self.loop = loop
+        self._steps, self._accepted = {}, set()
         loop.reviewed_changed.connect(self.reviewed_changed.emit)
         loop.model_changed.connect(self.changed.emit)
+        loop.busy_changed.connect(self.busy_changed.emit)
 
     @property
     def workspace(self) -> Workspace | None:
@@ -119,6 +156,7 @@ class LoopSession:
         # the layer shows the loop's own buffer: painting writes into the loop's labels
         self.labels_layer = self.viewer.add_labels(self._buffer, **kwargs)
         self.labels_layer.events.paint.connect(self._on_paint)
+        self._track_history(self.labels_layer)
         self.changed.emit()
         return self.labels_layer
 
@@ -148,7 +186,9 @@ class LoopSession:
             layer.data = data  # once, on adoption
         self._buffer = data
         self.labels_layer = layer
+        self._steps, self._accepted = {}, set()
         layer.events.paint.connect(self._on_paint)
+        self._track_history(layer)
         self.changed.emit()
 
     def start_new_labels(self) -> None:
@@ -157,6 +197,7 @@ class LoopSession:
         buffer = np.zeros(self.geometry.display_shape, dtype=np.uint8)
         self.loop.use_labels(self.geometry.to_native(buffer))
         self._buffer, self.labels_layer = buffer, None
+        self._steps, self._accepted = {}, set()
         self.changed.emit()
 
     def labels_native(self) -> np.ndarray:
@@ -169,19 +210,35 @@ class LoopSession:
         return self.geometry.display_axis(self.workspace.slice_axis)
 
     def _on_paint(self, event) -> None:
+        if event.source is not self.labels_layer:  # a layer the loop no longer uses
+            return
         if self._merging:  # our own merge, recorded for undo: not the user's review
+            self._merge_item = event.value
             return
         axis = self.review_display_axis
         touched: set[int] = set()
         for atom in event.value:
             touched |= touched_slices(atom, axis)
         if touched:
-            self.mark_reviewed_display(sorted(touched))
+            new = self.mark_reviewed_display(sorted(touched))
+            if new:
+                self._remember(event.value, reviewed=frozenset(new))
 
-    def mark_reviewed_display(self, display_indices) -> None:
-        native = self.geometry.to_native_index(self.workspace.slice_axis, display_indices)
+    def mark_reviewed_display(self, display_indices) -> set[int]:
+        """Mark slices (display indices) reviewed; returns the native ones that were new."""
         self.dirty = True
-        self.loop.mark_reviewed(np.atleast_1d(native).tolist())
+        return self.loop.mark_reviewed(self._native(display_indices))
+
+    def unreview_display(self, display_indices) -> None:
+        """The slices (display indices) are not reviewed any more (not even accepted)."""
+        native = set(self._native(display_indices))
+        self._accepted -= native
+        self.dirty = True
+        self.loop.unmark_reviewed(native)
+
+    def _native(self, display_indices) -> list[int]:
+        native = self.geometry.to_native_index(self.workspace.slice_axis, display_indices)
+        return [int(i) for i in np.atleast_1d(native)]
 
     def current_display_slice(self) -> int:
         return int(self.viewer.dims.current_step[self.review_display_axis])
@@ -190,8 +247,81 @@ class LoopSession:
         """Mark the slice on screen as reviewed (correct as it is). Returns its index."""
         self.require_image()
         index = self.current_display_slice()
-        self.mark_reviewed_display([index])
+        self.accept_display_slice(index)
         return index
+
+    def accept_display_slice(self, index: int) -> None:
+        """Accept a slice (display index) as correct: reviewed, and kept so by undo."""
+        self._accepted.update(self._native([index]))
+        self.mark_reviewed_display([index])
+
+    def accept_doubts(self, index: int) -> list[str]:
+        """Why accepting slice ``index`` (display) as it is might teach the model wrong
+        labels; empty when nothing speaks against it (e.g. the user edited it)."""
+        loop = self.loop
+        (native,) = self._native([index])
+        if native in loop.reviewed:
+            return []
+        doubts = []
+        if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
+            doubts.append("there is no segmentation yet: the slice would count as background")
+        elif loop.model is None:
+            doubts.append("no model has predicted it yet")
+        elif not loop.trained:
+            doubts.append("the model is untrained (not fine-tuned yet): its prediction is a guess")
+        uncertainty = loop.slice_uncertainty(native)
+        if uncertainty is not None and uncertainty > UNCERTAIN_SLICE:
+            doubts.append(
+                f"the last prediction is uncertain on it (mean uncertainty {uncertainty:.2f} "
+                f"over its foreground, above {UNCERTAIN_SLICE})"
+            )
+        return doubts
+
+    # --- undo and redo ------------------------------------------------------------------
+    def _track_history(self, layer) -> None:
+        """Undo/redo of ``layer`` also undo/redo what each step did to the review.
+
+        napari 0.9 emits no event on undo or redo, so the layer's own ``undo`` and
+        ``redo`` (which its Ctrl-Z / Shift-Ctrl-Z key bindings call) are wrapped; the
+        item about to move is recognised by its atoms (`_history_key`).
+        """
+        if getattr(layer, "_napari_unet_tracked", False):
+            return
+        layer._napari_unet_tracked = True
+
+        def tracked(method, queue: str, undone: bool):
+            def run() -> None:
+                history = getattr(layer, queue)
+                item = history[-1] if history else None
+                method(layer)
+                if item is not None and layer is self.labels_layer:
+                    self._history_moved(item, undone=undone)
+
+            return run
+
+        layer.undo = tracked(type(layer).undo, "_undo_history", True)
+        layer.redo = tracked(type(layer).redo, "_redo_history", False)
+
+    def _remember(self, item, **fields) -> None:
+        """Keep what undo item ``item`` did (forgetting items napari has dropped)."""
+        layer = self.labels_layer
+        live = {_history_key(i) for i in (*layer._undo_history, *layer._redo_history)}
+        self._steps = {key: step for key, step in self._steps.items() if key in live}
+        self._steps[_history_key(item)] = _HistoryStep(list(item), **fields)
+
+    def _history_moved(self, item, *, undone: bool) -> None:
+        loop = self.loop
+        loop.labels_edited()  # the labels changed behind the loop's back
+        self.dirty = True
+        step = self._steps.get(_history_key(item))
+        if step is None:
+            return
+        if step.writer is not None:
+            loop.labels_writer = step.writer[0 if undone else 1]
+        if step.reviewed and undone:
+            loop.unmark_reviewed(step.reviewed - self._accepted)
+        elif step.reviewed:
+            loop.mark_reviewed(step.reviewed)
 
     def reviewed_display(self) -> list[int]:
         ws = self.workspace
@@ -210,15 +340,17 @@ class LoopSession:
         return int(self.geometry.to_display_index(self.workspace.slice_axis, native))
 
     # --- predictions ----------------------------------------------------------------------
-    def merge_prediction(self, prediction) -> int:
+    def merge_prediction(self, prediction, *, only=None) -> int:
         """Merge a `Prediction` into the labels layer as ONE undo step; returns voxels changed.
 
         The loop decides what to write (unreviewed slices only, the reviewed set read
-        now, so slices painted while it ran are kept); the layer writes it with
-        ``data_setitem``, which records the old values, so Ctrl-Z restores the labels
-        exactly as they were before the merge, including what the user painted.
+        now, so slices painted while it ran are kept; ``only``: these native slices
+        at most); the layer writes it with ``data_setitem``, which records the old
+        values, so Ctrl-Z restores the labels exactly as they were before the merge,
+        including what the user painted, and the loop's `labels_writer` with them.
         """
         layer = self.ensure_labels_layer()
+        writer_before, self._merge_item = self.loop.labels_writer, None
 
         def write(edit: Edit) -> None:
             if not edit.voxels:
@@ -230,9 +362,52 @@ class LoopSession:
             finally:
                 self._merging = False
 
-        edit = self.loop.merge(prediction, writer=write)
+        edit = self.loop.merge(prediction, only=only, writer=write)
+        if self._merge_item is not None:
+            self._remember(self._merge_item, writer=(writer_before, self.loop.labels_writer))
         self.dirty = True
         return edit.voxels
+
+    def has_labels_layer(self) -> bool:
+        return self.labels_layer is not None and self.labels_layer in self.viewer.layers
+
+    def control_state(self, *, running: bool = False) -> dict[str, bool]:
+        """Which of the panel's actions make sense now (the panel enables its controls
+        from this, in one place).
+
+        Args:
+            running: a section's job has not finished yet (its result may not be
+                applied yet although the loop is no longer busy).
+
+        Returns:
+            ``action → enabled`` for: new_model (and open), run, labels_choice,
+            accept, next, finetune, rollback (a version must also be selected),
+            save_labels, save_model, save_workspace, open_workspace. The loop's
+            mutating actions are off while a job runs; accepting and painting are not
+            (a merge reads the reviewed slices when it writes).
+        """
+        loop = self.loop
+        scan = (
+            loop is not None
+            and self.image_layer is not None
+            and self.image_layer in self.viewer.layers
+        )
+        labels = scan and self.has_labels_layer()
+        model = scan and loop.model is not None
+        idle = not running and not (loop is not None and loop.busy)
+        return {
+            "new_model": scan and idle,
+            "run": model and idle,
+            "labels_choice": scan and idle,
+            "accept": labels,
+            "next": labels,
+            "finetune": model and idle and bool(loop.reviewed),
+            "rollback": scan and idle and len(loop.versions) >= 2,
+            "save_labels": labels,
+            "save_model": model,
+            "save_workspace": model or labels,
+            "open_workspace": idle,
+        }
 
     # --- autosave -----------------------------------------------------------------------
     def autosave(self, *, wait: bool = False) -> bool:

@@ -9,9 +9,12 @@ unfolded and scrolled into view (a fine-tune's live curve fits a 1280×800 scree
 
 from __future__ import annotations
 
+import threading
+
 import napari
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.compat import isalive
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -140,6 +143,7 @@ class UNetPanel(QWidget):
         layers.removed.connect(self._layers_changed)
         _status.install(self.viewer)
         self._layers_changed()
+        self._follow_state()  # each control enabled only when its action makes sense
         self.warmed_up = start_warm_up()  # after building: the GUI thread goes first
 
     def eventFilter(self, watched, event) -> bool:  # Qt override
@@ -347,3 +351,65 @@ class UNetPanel(QWidget):
         self._scroll.ensureWidgetVisible(self.sections[name], 0, 4)
         if name == "finetune":  # the live curve above all
             self._scroll.ensureWidgetVisible(self.finetune_section.plot, 0, 4)
+
+    # --- controls follow the state ----------------------------------------------------------
+    def update_controls(self, *_) -> None:
+        """Enable each control only when its action makes sense (`LoopSession.control_state`):
+        the one place that does; the loop's mutating actions wait while a job runs."""
+        if not isalive(self):  # the viewer is closing: its layer events outlive the panel
+            return
+        running = self.segment_section.cancel_button.isEnabled() or (
+            self.finetune_section.stop_button.isEnabled()
+        )  # a section's job runs until its result is applied (Cancel/Stop enabled till then)
+        state = self.session.control_state(running=running)
+        model, segment = self.model_section, self.segment_section
+        review, export = self.review_section, self.export_section
+        for widget, action in (
+            (model.new_button, "new_model"),
+            (model.open_button, "new_model"),
+            (segment.run_button, "run"),
+            (segment.labels_combo, "labels_choice"),
+            (review.accept_button, "accept"),
+            (review.next_button, "next"),
+            (self.finetune_section.start_button, "finetune"),
+            (export.save_labels_button, "save_labels"),
+            (export.save_model_button, "save_model"),
+            (export.save_ws_button, "save_workspace"),
+            (export.open_ws_button, "open_workspace"),
+        ):
+            widget.setEnabled(state[action])
+        selected = model.versions.currentItem() is not None
+        model.rollback_button.setEnabled(state["rollback"] and selected)
+
+    def _follow_state(self) -> None:
+        session = self.session
+        session.changed.connect(self.update_controls)
+        session.reviewed_changed.connect(self.update_controls)
+        session.busy_changed.connect(self._busy_changed)
+        self.model_section.versions.currentItemChanged.connect(self.update_controls)
+        self.viewer.layers.events.inserted.connect(self.update_controls)
+        self.viewer.layers.events.removed.connect(self.update_controls)
+        # a section re-enables its own buttons when its job ends: state wins right after
+        self._job_watch = _EnabledWatch(self.update_controls, self)
+        for button in (self.segment_section.cancel_button, self.finetune_section.stop_button):
+            button.installEventFilter(self._job_watch)
+        self.update_controls()
+
+    def _busy_changed(self, busy: bool) -> None:
+        # a job ends in its worker thread: there the section's Cancel/Stop (watched)
+        # tells when its result is applied; a job starts on the GUI thread
+        if threading.current_thread() is threading.main_thread():
+            self.update_controls()
+
+
+class _EnabledWatch(QObject):
+    """Calls ``callback`` when a watched widget is enabled or disabled."""
+
+    def __init__(self, callback, parent=None) -> None:
+        super().__init__(parent)
+        self.callback = callback
+
+    def eventFilter(self, watched, event) -> bool:  # Qt override
+        if event.type() == QEvent.Type.EnabledChange:
+            self.callback()
+        return False

@@ -1,9 +1,23 @@
-"""Review step: painted slices become reviewed; accept a slice; jump to the next one."""
+"""Review step: painted slices become reviewed; accept a slice; jump to the next one.
+
+Accepting a slice the user has not edited asks first ("accept anyway?") while the model
+is untrained, there is no segmentation yet, or the last prediction is uncertain on it
+(`LoopSession.accept_doubts`): one careless Accept taught the model noise. A slice is
+un-reviewed from the strip (right click) or with Shift-U on the slice on screen; Ctrl-Z
+of the stroke that made a slice reviewed un-reviews it too (see `_session`).
+"""
 
 from __future__ import annotations
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+)
 
 from napari_unet._widgets._plots import SliceStrip
 from napari_unet._widgets._session import LoopSession
@@ -11,6 +25,7 @@ from napari_unet.errors import InputError
 
 ACCEPT_KEY = "Shift-A"
 NEXT_KEY = "Shift-N"
+UNREVIEW_KEY = "Shift-U"
 
 
 class ReviewSection(QGroupBox):
@@ -19,9 +34,13 @@ class ReviewSection(QGroupBox):
     def __init__(self, session: LoopSession) -> None:
         super().__init__("3 · Review")
         self.session = session
-        self.strip = SliceStrip(on_click=self._strip_clicked)
+        self.strip = SliceStrip(on_click=self._strip_clicked, on_unreview=self.unreview)
         self.summary = QLabel("Paint on a slice, or accept it, to mark it reviewed.")
         self.summary.setWordWrap(True)
+        self.summary.setToolTip(
+            f"Ctrl-Z of a stroke un-reviews the slice it reviewed; {UNREVIEW_KEY} or a right "
+            "click on the strip un-reviews a slice"
+        )
         self.accept_button = QPushButton(f"Accept slice ({ACCEPT_KEY})")
         self.next_button = QPushButton(f"Next to review ({NEXT_KEY})")
         buttons = QHBoxLayout()
@@ -39,6 +58,8 @@ class ReviewSection(QGroupBox):
         session.viewer.dims.events.current_step.connect(self.refresh)
         session.viewer.bind_key(ACCEPT_KEY, lambda viewer: self._accept(), overwrite=True)
         session.viewer.bind_key(NEXT_KEY, lambda viewer: self._next(), overwrite=True)
+        session.viewer.bind_key(UNREVIEW_KEY, lambda viewer: self._unreview_current(),
+                                overwrite=True)  # fmt: skip
 
     def refresh(self, event=None) -> None:
         session = self.session
@@ -48,9 +69,8 @@ class ReviewSection(QGroupBox):
             return
         reviewed = session.reviewed_display()
         per_slice = None
-        if session.last_uncertainty is not None:
-            axes = tuple(a for a in range(3) if a != ws.slice_axis)
-            native = session.last_uncertainty.mean(axis=axes)
+        if session.last_uncertainty is not None:  # what Next ranks by
+            native = session.loop.slice_information().information
             per_slice = [native[int(session.geometry.to_native_index(ws.slice_axis, d))]
                          for d in range(ws.n_slices)]  # fmt: skip
         self.strip.set_state(ws.n_slices, reviewed, session.current_display_slice(), per_slice)
@@ -60,12 +80,48 @@ class ReviewSection(QGroupBox):
         )
 
     def _accept(self) -> None:
+        """Accept the slice on screen as correct; ask first if it may not be."""
+        session = self.session
         try:
-            index = self.session.accept_current_slice()
+            session.require_image()
         except InputError as e:
             show_error(str(e))
             return
+        index = session.current_display_slice()
+        doubts = session.accept_doubts(index)
+        if doubts and not self._confirm_accept(index, doubts):
+            show_info(f"slice {index} left unreviewed")
+            return
+        session.accept_display_slice(index)
         show_info(f"slice {index} accepted as reviewed")
+
+    def _confirm_accept(self, index: int, doubts: list[str]) -> bool:
+        reasons = "\n".join(f"• {doubt}" for doubt in doubts)
+        answer = QMessageBox.question(
+            self,
+            "Accept slice anyway?",
+            f"You have not edited slice {index}, and\n{reasons}\n\nAccepting it teaches "
+            "the model these labels as they are. Accept anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def unreview(self, index: int) -> None:
+        """Slice ``index`` (display) is not reviewed any more: fine-tuning ignores it and
+        the next Run predicts it again."""
+        self.session.unreview_display([index])
+        show_info(f"slice {index} is not reviewed any more")
+
+    def _unreview_current(self) -> None:
+        session = self.session
+        if session.workspace is None or session.geometry is None:
+            return
+        index = session.current_display_slice()
+        if index not in session.reviewed_display():
+            show_info(f"slice {index} is not reviewed")
+            return
+        self.unreview(index)
 
     def _next(self) -> None:
         try:

@@ -1,8 +1,14 @@
-"""Segment step: run the model on the scan in a worker; reviewed slices are kept."""
+"""Segment step: run the model on the scan in a worker; reviewed slices are kept.
+
+Before a Run would replace unreviewed content that this model's line did not write
+(an adopted segmentation, labels from a file or another model: `Loop.foreign_content`),
+the user is asked: replace it, predict only into empty slices, or cancel.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -10,6 +16,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
 )
@@ -19,6 +26,18 @@ from napari_unet._widgets._worker import start_job
 from napari_unet.errors import InputError
 
 NEW_LAYER = "(new layer)"
+REPLACE, ONLY_EMPTY = "replace", "empty"
+
+#: The uncertainty overlay: transparent where the model is sure (below 0.15), then
+#: orange to yellow with growing opacity, blended translucently, so the anatomy and the
+#: labels stay readable under it and only the doubtful voxels are coloured. Limits are
+#: fixed at [0, 1] (normalised entropy) so overlays of successive predictions compare.
+UNCERTAINTY_COLORMAP = Colormap(
+    colors=[[1.0, 0.5, 0.0, 0.0], [1.0, 0.5, 0.0, 0.0], [1.0, 0.7, 0.0, 0.65],
+            [1.0, 1.0, 0.3, 0.75]],
+    controls=[0.0, 0.15, 0.5, 1.0],
+    name="napari-unet uncertainty",
+)  # fmt: skip
 
 
 class SegmentSection(QGroupBox):
@@ -102,11 +121,18 @@ class SegmentSection(QGroupBox):
             show_error(str(e))
         self.refresh_labels_choices()
 
-    def run(self, *, only_unreviewed: bool = True, on_done=None):
+    def run(self, *, only_unreviewed: bool = True, into: str | None = None, on_done=None):
         """Predict (the unreviewed slices of a 2D model) and merge into the labels layer.
 
-        Returns the worker. Reviewed slices are never overwritten; the merge is one
-        step of the labels layer's undo history.
+        Args:
+            only_unreviewed: a 2D model predicts only the unreviewed slices.
+            into: what to do with unreviewed content this model's line did not write:
+                "replace" it, write only into "empty" slices, or None: ask the user
+                (only if there is such content; cancelling returns None).
+            on_done: called with the prediction once it is merged.
+
+        Returns the worker (None when nothing runs). Reviewed slices are never
+        overwritten; the merge is one step of the labels layer's undo history.
         """
         session = self.session
         session.require_image()
@@ -123,12 +149,20 @@ class SegmentSection(QGroupBox):
             return None
         predict = loop.predict(only_unreviewed=only_unreviewed,
                                uncertainty=self.uncertainty_check.isChecked())  # fmt: skip
+        if into is None:  # asked once the loop has accepted the job (and is busy)
+            foreign = loop.foreign_content()
+            into = REPLACE if not foreign else ask_run_into(self, foreign, loop)
+            if into is None:
+                predict.close()  # not run: the loop is free again
+                self.status.setText("Run cancelled: the labels were left as they are.")
+                return None
 
         def job():
             return (yield from predict)
 
         def done(prediction) -> None:
-            changed = session.merge_prediction(prediction)
+            only = loop.empty_slices() if into == ONLY_EMPTY else None  # empty now
+            changed = session.merge_prediction(prediction, only=only)
             if prediction.uncertainty is not None:
                 self._keep_uncertainty(loop.last_uncertainty)
             for message in prediction.messages:
@@ -140,9 +174,13 @@ class SegmentSection(QGroupBox):
             if on_done is not None:
                 on_done(prediction)
 
+        def finished() -> None:
+            predict.close()  # a cancelled job is left suspended: free the loop now
+            self._busy(False)
+
         self._busy(True)
         self.worker = start_job(job, description="Segmenting", on_result=done,
-                                on_finished=lambda: self._busy(False))  # fmt: skip
+                                on_finished=finished)  # fmt: skip
         return self.worker
 
     def _uncertainty_name(self) -> str:
@@ -178,9 +216,9 @@ class SegmentSection(QGroupBox):
             name=name,
             scale=session.image_layer.scale,
             translate=session.image_layer.translate,
-            colormap="inferno",
-            blending="additive",
-            opacity=0.5,
+            colormap=UNCERTAINTY_COLORMAP,
+            blending="translucent",
+            opacity=0.7,
             contrast_limits=(0.0, 1.0),
             units="mm",
         )
@@ -199,3 +237,30 @@ class SegmentSection(QGroupBox):
             self.run()
         except InputError as e:
             show_error(str(e))
+
+
+def ask_run_into(parent, voxels: int, loop) -> str | None:
+    """Ask what a Run does with unreviewed content the model did not write.
+
+    Returns "replace", "empty" (only slices without foreground) or None (cancel).
+    """
+    reviewed = len(loop.reviewed)
+    holding = loop.workspace.n_slices - reviewed - len(loop.empty_slices())
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle("Replace the segmentation?")
+    box.setText(
+        f"The labels hold {voxels:,} voxels on {holding} unreviewed slice(s) that this "
+        "model did not predict (e.g. an adopted segmentation, or another model's)."
+    )
+    box.setInformativeText(
+        "Replace them with this model's prediction, predict only into the empty slices, "
+        "or cancel? Reviewed slices are never changed; Ctrl-Z undoes the whole merge."
+    )
+    buttons = QMessageBox.StandardButton
+    box.setStandardButtons(buttons.Yes | buttons.No | buttons.Cancel)
+    box.button(buttons.Yes).setText("Replace")
+    box.button(buttons.No).setText("Only empty slices")
+    box.setDefaultButton(buttons.Cancel)
+    answer = buttons(box.exec())
+    return {buttons.Yes: REPLACE, buttons.No: ONLY_EMPTY}.get(answer)
