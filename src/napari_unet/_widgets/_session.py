@@ -68,7 +68,9 @@ class LoopSession:
     busy_changed = Signal(bool)
 
     def __init__(self, viewer: napari.Viewer, *, recovery_root: str | None = None) -> None:
-        self.viewer = viewer
+        # napari hands plugin widgets a public-only proxy of the viewer; the session needs
+        # the layers themselves (the labels layer's undo history), so it keeps the viewer
+        self.viewer = getattr(viewer, "__wrapped__", viewer)
         self.image_layer = None
         self.labels_layer = None
         self.loop: Loop | None = None
