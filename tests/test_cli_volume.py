@@ -107,3 +107,66 @@ def test_empty_folder_two_series_and_missing_slice_exit_2(tmp_path, capsys):
         capsys, ["convert", str(tmp_path / "gap"), str(tmp_path / "g.nii")], "gap", "missing"
     )
     assert not (tmp_path / "g.nii").exists()
+
+
+# --- clinical formats (issue 13) ----------------------------------------------------------
+
+
+def _main(argv) -> int:
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture
+def study(tmp_path):
+    """study/ct (a DICOM series) and study/labels.nii.gz on its grid (written by nibabel)."""
+    from napari_unet.io.dicom import load_dicom
+    from tests.io.dicom_series import label_map, write_source_series
+
+    write_source_series(tmp_path / "study" / "ct", "oblique", shape_kji=(5, 16, 18))
+    scan = load_dicom(tmp_path / "study" / "ct")
+    labels = label_map(scan.shape)
+    nib.save(nib.Nifti1Image(labels, scan.affine), tmp_path / "study" / "labels.nii.gz")
+    return tmp_path / "study", labels
+
+
+def test_convert_labels_through_every_clinical_format_and_back(study, capsys):
+    pytest.importorskip("highdicom")
+    root, labels = study
+    nifti, ct = root / "labels.nii.gz", root / "ct"
+    names = ["--labels", "liver,kidney,tumour"]
+    assert _main(["convert", nifti, root / "seg.dcm", "--format", "dicom-seg",
+                 "--reference", ct, *names]) == 0  # fmt: skip
+    assert _main(["convert", nifti, root / "lm.dcm", "--format", "dicom-seg", "--seg-type",
+                 "labelmap", "--reference", ct, *names]) == 0  # fmt: skip
+    assert _main(["convert", root / "seg.dcm", root / "rs.dcm", "--format", "rtstruct"]) == 0
+    assert _main(["convert", root / "rs.dcm", root / "back.seg.nrrd"]) == 0
+    assert _main(["convert", root / "back.seg.nrrd", root / "back.nrrd"]) == 0
+    assert _main(["convert", root / "back.nrrd", root / "back.nii.gz"]) == 0
+    capsys.readouterr()
+    for name in ("seg.dcm", "lm.dcm", "rs.dcm", "back.seg.nrrd"):
+        assert _main(["info", root / name, "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert [c["name"] for c in info["labels"]] == ["liver", "kidney", "tumour"], name
+    back = nib.load(root / "back.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), labels)
+    np.testing.assert_allclose(back.affine, nib.load(root / "labels.nii.gz").affine, atol=1e-5)
+
+
+def test_info_on_a_seg_names_its_series_and_classes(study, capsys):
+    pytest.importorskip("highdicom")
+    root, _ = study
+    assert _main(["convert", root / "labels.nii.gz", root / "seg.dcm", "--format", "dicom-seg",
+                 "--reference", root / "ct"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert _main(["info", root / "seg.dcm"]) == 0
+    out = capsys.readouterr().out
+    assert f"DICOM SEG over {root / 'ct'}" in out and "1 label 1, 2 label 2" in out
+
+
+def test_nrrd_image_converts_to_nifti_with_its_affine(tmp_path, rng):
+    src = write_nifti(tmp_path / "in.nii.gz", rng.normal(size=(4, 5, 6)), AFFINES["PSR_oblique"])
+    assert _main(["convert", src, tmp_path / "mid.nrrd"]) == 0
+    assert _main(["convert", tmp_path / "mid.nrrd", tmp_path / "out.nii.gz"]) == 0
+    np.testing.assert_allclose(
+        nib.load(tmp_path / "out.nii.gz").affine, nib.load(src).affine, atol=1e-6
+    )

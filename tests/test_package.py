@@ -26,7 +26,10 @@ def test_manifest_validates_with_npe2():
 
     manifest = PluginManifest.from_file(MANIFEST)
     assert manifest.name == "napari-unet"
-    assert {r.command for r in manifest.contributions.readers} == {"napari-unet.get_reader"}
+    assert {r.command for r in manifest.contributions.readers} == {
+        "napari-unet.get_reader",
+        "napari-unet.get_labels_reader",  # "Open labels…" (issue 13)
+    }
 
 
 def _loaded_after(statement: str) -> set[str]:

@@ -1,4 +1,7 @@
-"""npe2 writers: a Labels or Image layer → NIfTI in the exact geometry of its scan.
+"""npe2 writers: a Labels or Image layer → NIfTI or NRRD in the exact geometry of its scan.
+
+Labels go to NIfTI (``.nii.gz``, ``.nii``) or to a 3D Slicer segmentation (``.seg.nrrd``,
+with the class names and colours the layer carries); images to NIfTI or ``.nrrd``.
 
 Errors are raised as `LayerWriteError` with one clear sentence; napari shows them as a
 notification (File > Save never crashes the viewer). It is deliberately not a
@@ -39,6 +42,50 @@ def write_image(path: str, data: Any, attributes: dict) -> list[str]:
         return _save(_volume(data, attributes, kind="image layer"), path)
     except InputError as e:
         raise LayerWriteError(str(e)) from None
+
+
+def write_seg_nrrd(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save a Labels layer as a 3D Slicer segmentation on its scan's grid."""
+    from napari_unet.io.nrrd import save_seg_nrrd
+
+    try:
+        volume = _volume(data, attributes, kind="labels layer")
+        volume.metadata.update(_label_description(attributes))
+        return [str(save_seg_nrrd(volume, path, overwrite=True))]
+    except InputError as e:
+        raise LayerWriteError(str(e)) from None
+
+
+def write_nrrd_image(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save an Image layer as NRRD in its scan's geometry."""
+    from napari_unet.io.nrrd import save_nrrd
+
+    try:
+        volume = _volume(data, attributes, kind="image layer")
+        return [str(save_nrrd(volume, path, overwrite=True))]
+    except InputError as e:
+        raise LayerWriteError(str(e)) from None
+
+
+def _label_description(attributes: dict) -> dict:
+    """Class names and colours a Labels layer carries: those read from its file, those
+    the panel gave it, else the layer's own colours for the values it holds."""
+    meta = (attributes.get("metadata") or {}).get(METADATA_KEY) or {}
+    out = {key: meta[key] for key in ("segments", "label_names", "label_colors") if meta.get(key)}
+    if "label_colors" not in out and "segments" not in out:
+        colormap = attributes.get("colormap")
+        names = list(out.get("label_names", []))
+        colors = []
+        for value in range(1, len(names) + 1):
+            try:
+                rgba = np.asarray(colormap.map(value), float).reshape(-1)[:3]
+                colors.append("#" + "".join(f"{round(c * 255):02x}" for c in rgba))
+            except Exception:  # no colormap, or one that cannot map a value
+                colors = []
+                break
+        if colors:
+            out["label_colors"] = colors
+    return out
 
 
 def _volume(data: Any, attributes: dict, *, kind: str):

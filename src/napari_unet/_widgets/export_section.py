@@ -1,4 +1,11 @@
-"""Export and safety: save labels/model/workspace, reopen a workspace, autosave."""
+"""Export and safety: save labels/model/workspace, reopen a workspace, autosave.
+
+Labels are saved in the format chosen next to *Save labels…*: NIfTI, a 3D Slicer
+segmentation (.seg.nrrd), a DICOM SEG or an RTSTRUCT (`LABEL_FORMATS`); the DICOM objects
+are written over the DICOM series the scan was opened from (its headers are read again
+from its folder), as SEMIAUTOMATIC with the live model's name and version hash when the
+loop has a model, MANUAL otherwise.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,15 @@ from pathlib import Path
 import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QLabel, QMessageBox, QPushButton
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+)
 
 from napari_unet._layers import image_layer_data
 from napari_unet._widgets._session import LoopSession
@@ -16,6 +31,13 @@ from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.outputs import atomic_output, check_output
 
 AUTOSAVE_MS = 5000
+#: format → (combo text, file-dialog filter, default ending)
+LABEL_FORMATS = {
+    "nifti": ("NIfTI", "NIfTI (*.nii.gz *.nii)", ".nii.gz"),
+    "seg-nrrd": ("Slicer .seg.nrrd", "3D Slicer segmentation (*.seg.nrrd)", ".seg.nrrd"),
+    "dicom-seg": ("DICOM SEG", "DICOM SEG (*.dcm)", ".dcm"),
+    "rtstruct": ("RTSTRUCT", "DICOM RT Structure Set (*.dcm)", ".dcm"),
+}
 
 
 class ExportSection(QGroupBox):
@@ -24,17 +46,22 @@ class ExportSection(QGroupBox):
     def __init__(self, session: LoopSession, *, autosave_ms: int = AUTOSAVE_MS) -> None:
         super().__init__("5 · Export")
         self.session = session
-        self.save_labels_button = QPushButton("Save labels (NIfTI)…")
+        self.save_labels_button = QPushButton("Save labels…")
+        self.format_combo = QComboBox()
+        for key, (text, _, _) in LABEL_FORMATS.items():
+            self.format_combo.addItem(text, key)
+        self.format_combo.setToolTip("Format of Save labels…, in the scan's geometry")
         self.save_model_button = QPushButton("Save model as…")
         self.save_ws_button = QPushButton("Save workspace…")
         self.open_ws_button = QPushButton("Open workspace…")
         self.autosave_label = QLabel("autosave: on")
         layout = QGridLayout(self)
         layout.addWidget(self.save_labels_button, 0, 0)
-        layout.addWidget(self.save_model_button, 0, 1)
-        layout.addWidget(self.save_ws_button, 1, 0)
-        layout.addWidget(self.open_ws_button, 1, 1)
-        layout.addWidget(self.autosave_label, 2, 0, 1, 2)
+        layout.addWidget(self.format_combo, 0, 1)
+        layout.addWidget(self.save_model_button, 1, 0)
+        layout.addWidget(self.save_ws_button, 1, 1)
+        layout.addWidget(self.open_ws_button, 2, 0)
+        layout.addWidget(self.autosave_label, 3, 0, 1, 2)
 
         self.save_labels_button.clicked.connect(lambda: self._guard(self._save_labels_dialog))
         self.save_model_button.clicked.connect(lambda: self._guard(self._save_model_dialog))
@@ -46,15 +73,71 @@ class ExportSection(QGroupBox):
         session.reviewed_changed.connect(self._mark_dirty)
 
     # --- actions -------------------------------------------------------------------------
-    def save_labels(self, path: str | Path) -> Path:
-        """The labels as NIfTI in the scan's geometry (the file dialog asked before
-        replacing a file; the scan itself is never replaced)."""
+    def save_labels(self, path: str | Path, fmt: str | None = None) -> Path:
+        """The labels in the scan's geometry, as ``fmt`` (a `LABEL_FORMATS` key; default:
+        from the name, else the chosen format). The file dialog asked before replacing a
+        file; the scan itself is never replaced."""
         layer = self.session.labels_layer
         if layer is None or layer not in self.session.viewer.layers:
             raise InputError("there is no segmentation to save yet")
-        out = self.session.loop.export(path, overwrite=True)
-        show_info(f"labels saved to {out} in the scan's geometry")
+        fmt = fmt or _format_of(path) or self.format_combo.currentData()
+        if fmt == "nifti":
+            out = self.session.loop.export(path, overwrite=True)
+        else:
+            out = self._export(Path(path), fmt)
+        show_info(f"labels saved to {out} ({LABEL_FORMATS[fmt][0]}) in the scan's geometry")
         return out
+
+    def _export(self, path: Path, fmt: str) -> Path:
+        from napari_unet.io.volume import smallest_label_dtype
+
+        loop = self.session.loop
+        ws = loop.workspace
+        array = loop.labels.astype(smallest_label_dtype(loop.labels), copy=False)
+        labels = loop.image.with_array(array)
+        labels.metadata = {
+            "label_names": list(ws.label_names),
+            "label_colors": list(ws.label_colors),
+        }
+        if fmt == "seg-nrrd":
+            from napari_unet.io.nrrd import save_seg_nrrd
+
+            check_output(path, overwrite=True, inputs=[loop.image.source])
+            return save_seg_nrrd(labels, path, overwrite=True)
+        from napari_unet.io.labelmap import Algorithm
+
+        folder, uid = self._dicom_series()
+        model, version = loop.model, loop.current
+        algorithm = (
+            Algorithm(model.spec.name or "napari-unet model", version.hash)
+            if model is not None and version is not None
+            else None
+        )
+        if fmt == "dicom-seg":
+            from napari_unet.io.dicom_seg import write_dicom_seg
+
+            return write_dicom_seg(
+                labels, folder, path, series_uid=uid, algorithm=algorithm, overwrite=True
+            )
+        from napari_unet.io.rtstruct import write_rtstruct
+
+        return write_rtstruct(
+            labels, folder, path, series_uid=uid, algorithm=algorithm, overwrite=True
+        )
+
+    def _dicom_series(self) -> tuple[str, str]:
+        """The folder and SeriesInstanceUID of the DICOM series the scan came from."""
+        from napari_unet.io.display import METADATA_KEY
+
+        layer = self.session.image_layer
+        meta = (layer.metadata or {}).get(METADATA_KEY, {}) if layer is not None else {}
+        if not meta.get("series_uid") or not meta.get("source"):
+            raise InputError(
+                "DICOM SEG and RTSTRUCT are written over the DICOM series the scan was "
+                f"opened from; {meta.get('source') or 'this scan'} is not a DICOM series "
+                "(save as NIfTI or .seg.nrrd, or convert with napari-unet convert --reference)"
+            )
+        return str(meta["source"]), str(meta["series_uid"])
 
     def save_model(self, path: str | Path) -> Path:
         source = self.session.workspace.model_path() if self.session.workspace else None
@@ -138,9 +221,12 @@ class ExportSection(QGroupBox):
             show_error(f"could not write: {e}")
 
     def _save_labels_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save labels", "", "NIfTI (*.nii.gz *.nii)")
+        fmt = self.format_combo.currentData()
+        text, pattern, ending = LABEL_FORMATS[fmt]
+        path, _ = QFileDialog.getSaveFileName(self, f"Save labels ({text})", "", pattern)
         if path:
-            self.save_labels(path if path.endswith((".nii", ".nii.gz")) else path + ".nii.gz")
+            named = _format_of(path) == fmt or path.lower().endswith(ending)
+            self.save_labels(path if named else path + ending, fmt)
 
     def _save_model_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save model", "", "Model (*.safetensors)")
@@ -156,3 +242,13 @@ class ExportSection(QGroupBox):
         folder = QFileDialog.getExistingDirectory(self, "Open workspace folder")
         if folder:
             self.open_workspace(folder)
+
+
+def _format_of(path: str | Path) -> str | None:
+    """The format a file name implies (``.dcm`` says DICOM, not which object)."""
+    name = str(path).lower()
+    if name.endswith(".seg.nrrd"):
+        return "seg-nrrd"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    return None

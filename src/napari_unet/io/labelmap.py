@@ -36,6 +36,7 @@ __all__ = [
     "Algorithm",
     "Segment",
     "as_label_array",
+    "embed_in_grid",
     "grid_difference",
     "hex_to_rgb",
     "looks_like_label_map",
@@ -277,6 +278,32 @@ def grid_difference(
     if far > max(atol, 1e-5 * float(np.linalg.norm(b[:3, :3] @ corner))):
         return f"its last voxel {far:.3g} mm away"
     return None
+
+
+def embed_in_grid(labels: Volume, affine: np.ndarray, shape: Sequence[int]) -> Volume | None:
+    """``labels`` padded with 0 onto a larger grid that contains it, or None.
+
+    The grids must share voxel size and axes, and ``labels``' first voxel must sit on a
+    voxel of the larger grid (3D Slicer writes segmentations cropped to their extent).
+    Labels falling outside the larger grid make it None too.
+    """
+    a, b = np.asarray(labels.affine, float), np.asarray(affine, float)
+    if not np.allclose(a[:3, :3], b[:3, :3], atol=1e-5):
+        return None
+    offset = np.linalg.solve(b[:3, :3], a[:3, 3] - b[:3, 3])
+    start = np.rint(offset)
+    if not np.allclose(offset, start, atol=1e-3):
+        return None
+    start = start.astype(int)
+    stop = start + np.asarray(labels.shape)
+    shape = tuple(int(s) for s in shape)
+    if np.any(start < 0) or np.any(stop > np.asarray(shape)):
+        return None
+    out = np.zeros(shape, dtype=labels.array.dtype)
+    out[tuple(slice(int(s), int(e)) for s, e in zip(start, stop, strict=True))] = labels.array
+    embedded = Volume(out, b.copy(), labels.modality, dict(labels.metadata), labels.source)
+    embedded.metadata["embedded_at"] = start.tolist()
+    return embedded
 
 
 def _mm(values: Iterable[float]) -> str:

@@ -226,17 +226,17 @@ def _layout(path: Path, header: dict[str, Any]) -> tuple[np.dtype, tuple[int, ..
             f"{path}: unsupported NRRD encoding {printable(repr(encoding), limit=40)} "
             "(raw, gzip, bzip2 and text are read)"
         )
-    if dtype.itemsize > 1 and encoding not in ("ascii", "text", "txt"):
-        endian = str(header.get("endian", "")).lower()
-        if endian not in ("little", "big"):
-            raise VolumeReadError(f"{path}: bad NRRD header (endian must be little or big)")
-        dtype = dtype.newbyteorder("<" if endian == "little" else ">")
     nbytes = math.prod(sizes) * dtype.itemsize
     if nbytes > MAX_BYTES:
         raise VolumeReadError(
             f"{path}: declares {' x '.join(map(str, sizes))} {dtype.name} voxels "
             f"({nbytes / 2**30:.3g} GiB), more than the {MAX_BYTES // 2**30} GiB allowed"
         )
+    if dtype.itemsize > 1 and encoding not in ("ascii", "text", "txt"):
+        endian = str(header.get("endian", "")).lower()
+        if endian not in ("little", "big"):
+            raise VolumeReadError(f"{path}: bad NRRD header (endian must be little or big)")
+        dtype = dtype.newbyteorder("<" if endian == "little" else ">")
     for field in ("lineskip", "line skip"):
         if int(header.get(field, 0)) != 0:
             raise VolumeReadError(f"{path}: unsupported NRRD header field '{field}'")
@@ -322,7 +322,25 @@ def _decompress(path: Path, f, encoding: str, nbytes: int) -> bytearray:
         raise VolumeReadError(
             f"{path}: truncated (the compressed data give {len(out)} of {nbytes} bytes)"
         )
+    if gz:
+        _check_gzip_end(path, f, engine)
     return out
+
+
+def _check_gzip_end(path: Path, f, engine) -> None:
+    """Decompress what is left (a byte at most) so that the gzip CRC and length are
+    checked: a stream with more data than the sizes declare, or a bad CRC, is refused."""
+    try:
+        while not engine.eof:
+            chunk = engine.unconsumed_tail or f.read(2**16)
+            if not chunk:
+                raise VolumeReadError(f"{path}: truncated (the gzip stream has no end)")
+            if engine.decompress(chunk, 1):
+                raise VolumeReadError(
+                    f"{path}: the compressed data hold more voxels than its sizes declare"
+                )
+    except zlib.error as e:
+        raise VolumeReadError(f"{path}: corrupt gzip data ({printable(e, limit=120)})") from None
 
 
 def _affine(path: Path, header: dict[str, Any], ndim: int) -> tuple[np.ndarray, bool]:
