@@ -117,8 +117,10 @@ def predict_steps(
         roi_size: tile size; None picks it: the patch for networks with per-tile
             statistics (instance norm), else the cheapest tile within the voxel budget.
         uncertainty: also return the normalised softmax entropy.
-        precision: a `Precision`: "auto" (bf16/fp16 autocast on CUDA, float32
-            elsewhere), "fp32", "bf16", "fp16".
+        precision: a `Precision`: "auto" (on CUDA bf16 where the GPU computes it
+            natively, else fp16 for networks with normalisation layers and float32
+            for those without; float32 elsewhere: `device.autocast_dtype`), "fp32",
+            "bf16", "fp16".
         channels_last: channels-last inputs; None: on for 2D and on CUDA.
         stop: returns True to cancel; checked before every batch.
 
@@ -144,7 +146,7 @@ def predict_steps(
     grid, params, source = _prepare_input(volume, spec, ax)
     plan = _plan_tiles(net, spec, dev, grid, ax, overlap=overlap, roi_size=roi_size,
                        batch_size=batch_size, channels_last=channels_last)  # fmt: skip
-    amp = autocast_dtype(dev, precision)
+    amp = autocast_dtype(dev, precision, net=net)
     out_labels, out_unc, run = yield from _run_batches(
         net, spec, dev, amp, plan, source, params, ax=ax, input_shape=volume.shape,
         slices=slices, uncertainty=uncertainty, stop=stop,
@@ -282,7 +284,6 @@ def _run_batches(
     grid, n_classes = source.shape, spec.out_channels
     out_labels = np.zeros(grid, dtype=np.uint8 if n_classes <= 256 else np.uint16)
     out_unc = np.zeros(grid, dtype=np.float32) if uncertainty else None
-    acc_device = dev if dev.type == "cuda" else torch.device("cpu")
     with _eval_on(net, dev, plan.channels_last) as net_ready:
         run = Runner(net_ready, dev, amp, plan.batch_size, channels_last=plan.channels_last)
         if spec.spatial_dims == 2:
@@ -297,7 +298,6 @@ def _run_batches(
                 None if out_unc is None else np.moveaxis(out_unc, ax, 0),
                 slices=todo,
                 context=spec.context_slices,
-                acc_device=acc_device,
                 stop=stop,
             )
         else:
@@ -308,7 +308,7 @@ def _run_batches(
                 wanted = (ax, first, int(np.ceil((slices[-1] + 1) * scale)) + 1)
             yield from sliding_window_3d(run, source, params, plan.layout, n_classes,
                                          out_labels, out_unc, wanted=wanted,
-                                         acc_device=acc_device, stop=stop)  # fmt: skip
+                                         stop=stop)  # fmt: skip
     return out_labels, out_unc, run
 
 

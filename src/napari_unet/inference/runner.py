@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
-from napari_unet.inference.device import autocast, empty_cache, is_oom
+from napari_unet.inference.device import CPU, autocast, empty_cache, is_oom
+
+R = TypeVar("R")
 
 
 class Runner:
     """Calls a network on batches of tiles, lowering the batch size or moving to the CPU
-    when the accelerator runs out of memory (each change is recorded in ``messages`` and
-    issued as a ``RuntimeWarning``; nothing crashes).
+    when the device runs out of memory (each change is recorded in ``messages`` and
+    issued as a ``RuntimeWarning``; nothing crashes while a smaller batch or the CPU is
+    left to try).
+
+    The fallback is complete: after a move to the CPU the network, its inputs, its
+    outputs and — through `acc_device`, which the stitching loops follow — the blending
+    accumulators and the argmax all live on the CPU. Work outside the forward pass
+    (joining batch outputs, blending, argmax) goes through `guarded`, so an
+    out-of-memory error there moves everything to the CPU too and the step is redone.
 
     Args:
         net: the network in eval mode, already on ``device``.
@@ -38,6 +49,12 @@ class Runner:
         self.channels_last = channels_last
         self.messages: list[str] = []
 
+    @property
+    def acc_device(self) -> torch.device:
+        """Where blending accumulators live: with the network on CUDA (and on the CPU),
+        on the CPU for MPS."""
+        return CPU if self.device.type == "mps" else self.device
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, C_out, *spatial)`` float32 on ``self.device`` (which may change
         to the CPU on out-of-memory) for inputs ``(N, C_in, *spatial)`` on the CPU."""
@@ -52,7 +69,53 @@ class Runner:
                 if not is_oom(e):
                     raise
                 self._recover(e, tuple(chunk.shape))
-        return outs[0] if len(outs) == 1 else torch.cat([o.to(self.device) for o in outs])
+        if len(outs) == 1:
+            return outs[0]
+        # chunks made before a fallback are still on the old device: join them where
+        # the network is now (an out-of-memory error here moves everything to the CPU)
+        return self.guarded(
+            lambda: self._join(outs), f"joining the outputs of a batch of shape {tuple(x.shape)}"
+        )
+
+    def _join(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        """The chunks' outputs as one tensor on the current device."""
+        return torch.cat([o.to(self.device) for o in outs])
+
+    def guarded(self, step: Callable[[], R], what: str) -> R:
+        """``step()``, redone on the CPU after an out-of-memory error on another device.
+
+        ``step`` must leave no partial change behind when it fails (allocate first,
+        then write in place), and must read the device (`device`, `acc_device`) and any
+        buffers that follow it at call time.
+
+        Raises:
+            MemoryError: out of memory on the CPU (the message names ``what``).
+        """
+        while True:
+            try:
+                return step()
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                self.fall_back(e, what)
+
+    def fall_back(self, error: BaseException, what: str) -> None:
+        """Move to the CPU (network, float32) after ``error``, or raise if already there.
+
+        Raises:
+            MemoryError: out of memory on the CPU, naming ``what`` and a remedy.
+        """
+        if self.device == CPU:
+            raise MemoryError(
+                f"out of memory on the CPU {what}; try a smaller roi_size or batch_size, "
+                "or free memory"
+            ) from error
+        old = self.device
+        self.device = CPU
+        self.dtype = None
+        self.net.to(CPU)
+        empty_cache(old)
+        self._say(f"out of memory on {old} {what}: continuing on the CPU (slower)")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -67,6 +130,7 @@ class Runner:
         return y.float().contiguous()
 
     def _recover(self, error: BaseException, shape: tuple[int, ...]) -> None:
+        """Halve the batch; at batch size 1 move to the CPU; on the CPU give up."""
         empty_cache(self.device)
         if self.batch_size > 1:
             self.batch_size //= 2
@@ -74,21 +138,8 @@ class Runner:
                 f"out of memory on {self.device} with input {shape}: "
                 f"batch size lowered to {self.batch_size}"
             )
-        elif self.device.type != "cpu":
-            old = self.device
-            self.device = torch.device("cpu")
-            self.dtype = None
-            self.net.to(self.device)
-            empty_cache(old)
-            self._say(
-                f"out of memory on {old} with input {shape} even at batch size 1: "
-                "continuing on the CPU (slower)"
-            )
-        else:
-            raise MemoryError(
-                f"out of memory on the CPU for a batch of shape {shape}; "
-                "try a smaller roi_size or free memory"
-            ) from error
+            return
+        self.fall_back(error, f"with input {shape} even at batch size 1")
 
     def _say(self, message: str) -> None:
         self.messages.append(message)

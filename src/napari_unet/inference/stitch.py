@@ -9,6 +9,12 @@ of the scan, and no float copy of the whole scan is ever made: tiles are read fr
 raw array and normalised one by one. A label is the argmax of the blended logits (the
 division by the weight sum is skipped: it does not change the argmax); the uncertainty is
 the softmax entropy of the blended logits divided by log(number of classes), in [0, 1].
+
+The accumulators live where the `Runner` says (`Runner.acc_device`: with the network on
+CUDA and the CPU). Every step on them — blending a tile, argmax and entropy, moving the
+slab on — runs through `Runner.guarded`: an out-of-memory error moves the network and
+the accumulators to the CPU and the step is redone there, so a fallback never mixes
+devices and never loses or doubles a tile.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +38,8 @@ from napari_unet.inference.tiling import (
     read_tile,
 )
 from napari_unet.jobs import Cancelled, Job, Progress
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -103,6 +113,72 @@ def _check(stop: Callable[[], bool]) -> None:
         raise Cancelled("prediction stopped")
 
 
+class _Buffers:
+    """The blending buffers (weights, accumulators), kept on the runner's accumulator
+    device: after an out-of-memory fallback they follow the network to the CPU.
+
+    Keys: ``"weight"`` (the tile's blending weights), ``("acc", k)`` and ``("wsum", k)``
+    (logits and weight sums of slab ``k`` = 0 in 3D, of slice ``k`` in 2D).
+    """
+
+    def __init__(self, run: Runner) -> None:
+        self.run = run
+        self.device = run.acc_device
+        self.t: dict[Any, torch.Tensor] = {}
+
+    def follow(self) -> None:
+        """Move every buffer to the runner's accumulator device if it changed."""
+        dev = self.run.acc_device
+        if dev != self.device:
+            self.t = {k: v.to(dev) for k, v in self.t.items()}
+            self.device = dev
+
+    def guarded(self, step: Callable[[], R], what: str) -> R:
+        """``step()`` in inference mode with the buffers where the runner wants them;
+        after an out-of-memory error everything moves to the CPU and it is redone."""
+
+        def on_device() -> R:
+            with torch.inference_mode():
+                self.follow()
+                return step()
+
+        return self.run.guarded(on_device, what)
+
+    def drop(self, key: Any) -> None:
+        self.t.pop(("acc", key), None)
+        self.t.pop(("wsum", key), None)
+
+
+def _add_tile(
+    bufs: _Buffers,
+    key: Any,
+    logits: torch.Tensor,
+    region: tuple[slice, ...],
+    frame: Sequence[int],
+) -> None:
+    """Blend one tile's logits ``(C, *tile)`` into the buffers of ``key`` at ``region``
+    (allocated as zeros of ``frame`` on first use). Allocates before it writes, so a
+    failed call changes nothing and can be redone."""
+    t, dev = bufs.t, bufs.device
+    if "weight" not in t:
+        t["weight"] = importance_map(tuple(s.stop - s.start for s in region), dev)
+    if ("acc", key) not in t:
+        acc = torch.zeros((logits.shape[0], *frame), dtype=torch.float32, device=dev)
+        wsum = torch.zeros(tuple(frame), dtype=torch.float32, device=dev)
+        t[("acc", key)], t[("wsum", key)] = acc, wsum
+    weight = t["weight"]
+    contrib = logits.to(dev) * weight
+    t[("acc", key)][(slice(None), *region)].add_(contrib)
+    t[("wsum", key)][region].add_(weight)
+
+
+def _labels_of(bufs: _Buffers, key: Any, crop: tuple[slice, ...], want_unc: bool):
+    """Labels (and uncertainty) of the ``crop`` of ``key``'s buffers: argmax and entropy
+    on the buffers' device, results as numpy arrays."""
+    acc = bufs.t[("acc", key)][(slice(None), *crop)]
+    return _finalize(acc, bufs.t[("wsum", key)][crop], want_unc)
+
+
 def sliding_window_3d(
     run: Runner,
     source: np.ndarray,
@@ -113,20 +189,18 @@ def sliding_window_3d(
     out_unc: np.ndarray | None,
     *,
     wanted: tuple[int, int, int] | None,
-    acc_device: torch.device,
     stop: Callable[[], bool],
 ) -> Job[None]:
     """Sliding-window prediction of a 3D volume into ``out_labels`` (and ``out_unc``).
 
     Args:
-        run: the batched network.
+        run: the batched network; the slab buffers live on its `Runner.acc_device`.
         source: ``(i, j, k)`` raw intensities on the model grid.
         params: normalisation, applied per tile.
         layout: tiles over ``source.shape``.
         n_classes: output channels.
         out_labels, out_unc: ``(i, j, k)`` outputs, filled in place.
         wanted: (axis, first, stop) — only tiles meeting that range of slices are run.
-        acc_device: where the slab accumulators live.
         stop: checked before each batch.
     """
     tiles = list(itertools.product(*layout.positions))
@@ -139,11 +213,8 @@ def sliding_window_3d(
     starts = sorted({t[sa] for t in tiles})
     T, frame, pad = layout.tile, layout.frame, layout.pad_before
     buf_shape = tuple(T[a] if a == sa else frame[a] for a in range(3))
-    with torch.inference_mode():
-        acc = torch.zeros((n_classes, *buf_shape), dtype=torch.float32, device=acc_device)
-        wsum = torch.zeros(buf_shape, dtype=torch.float32, device=acc_device)
-        weight = importance_map(T, acc_device)
-    batch_size = run.batch_size
+    bufs = _Buffers(run)
+    batch_size = run.batch_size  # fixed here: the runner splits a batch it cannot fit
     done, total = 0, len(tiles)
     for gi, g in enumerate(starts):
         group = [t for t in tiles if t[sa] == g]
@@ -154,38 +225,43 @@ def sliding_window_3d(
             for n, start in enumerate(batch):
                 view, dst = read_tile(source, start, T, pad)
                 x[(n, 0, *dst)] = apply_normalization(view, params)
-            logits = run(x).to(acc_device)
-            with torch.inference_mode():
-                for n, start in enumerate(batch):
-                    region = tuple(
-                        slice(s - g, s - g + t) if a == sa else slice(s, s + t)
-                        for a, (s, t) in enumerate(zip(start, T, strict=True))
-                    )
-                    acc[(slice(None), *region)].add_(logits[n] * weight)
-                    wsum[region].add_(weight)
+            logits = run(x)
+            for n, start in enumerate(batch):
+                region = tuple(
+                    slice(s - g, s - g + t) if a == sa else slice(s, s + t)
+                    for a, (s, t) in enumerate(zip(start, T, strict=True))
+                )
+                bufs.guarded(partial(_add_tile, bufs, 0, logits[n], region, buf_shape),
+                             "blending a tile")  # fmt: skip
+            del logits
             done += len(batch)
             yield Progress(done, total, run.messages[-1] if run.messages else "")
         nxt = starts[gi + 1] if gi + 1 < len(starts) else None
         rows = min(T[sa], (nxt - g) if nxt is not None else T[sa], frame[sa] - g)
-        with torch.inference_mode():
-            _emit(acc, wsum, sa, g, rows, pad, out_labels, out_unc)
-            shift = T[sa] if nxt is None else min(nxt - g, T[sa])
-            if shift < T[sa]:
-                acc[(slice(None),) * 1 + _along(sa, slice(0, T[sa] - shift))] = acc[
-                    (slice(None), *_along(sa, slice(shift, None)))
-                ].clone()
-                wsum[_along(sa, slice(0, T[sa] - shift))] = wsum[
-                    _along(sa, slice(shift, None))
-                ].clone()
-            acc[(slice(None), *_along(sa, slice(T[sa] - shift, None)))] = 0
-            wsum[_along(sa, slice(T[sa] - shift, None))] = 0
+        _emit(bufs, sa, g, rows, pad, out_labels, out_unc)
+        shift = T[sa] if nxt is None else min(nxt - g, T[sa])
+        bufs.guarded(partial(_shift, bufs, sa, shift, T[sa]), "moving the slab on")
+
+
+def _shift(bufs: _Buffers, sa: int, shift: int, length: int) -> None:
+    """Move the slab buffers ``shift`` rows back along ``sa`` and zero the rows freed
+    (copies first, so a failed call changes nothing)."""
+    acc, wsum = bufs.t[("acc", 0)], bufs.t[("wsum", 0)]
+    keep = length - shift
+    if keep > 0:
+        a = acc[(slice(None), *_along(sa, slice(shift, None)))].clone()
+        w = wsum[_along(sa, slice(shift, None))].clone()
+        acc[(slice(None), *_along(sa, slice(0, keep)))] = a
+        wsum[_along(sa, slice(0, keep))] = w
+    acc[(slice(None), *_along(sa, slice(max(keep, 0), None)))] = 0
+    wsum[_along(sa, slice(max(keep, 0), None))] = 0
 
 
 def _along(axis: int, s: slice) -> tuple[slice, ...]:
     return tuple(s if a == axis else slice(None) for a in range(3))
 
 
-def _emit(acc, wsum, sa, g, rows, pad, out_labels, out_unc) -> None:
+def _emit(bufs, sa, g, rows, pad, out_labels, out_unc) -> None:
     """Write the first ``rows`` buffer rows (frame rows ``g …``) into the outputs."""
     lo = max(g, pad[sa])
     hi = min(g + rows, pad[sa] + out_labels.shape[sa])
@@ -195,7 +271,8 @@ def _emit(acc, wsum, sa, g, rows, pad, out_labels, out_unc) -> None:
         slice(lo - g, hi - g) if a == sa else slice(pad[a], pad[a] + out_labels.shape[a])
         for a in range(3)
     )
-    labels, unc = _finalize(acc[(slice(None), *crop)], wsum[crop], out_unc is not None)
+    labels, unc = bufs.guarded(partial(_labels_of, bufs, 0, crop, out_unc is not None),
+                               "computing labels (argmax)")  # fmt: skip
     dst = _along(sa, slice(lo - pad[sa], hi - pad[sa]))
     out_labels[dst] = labels
     if out_unc is not None:
@@ -227,7 +304,6 @@ def slices_2d(
     *,
     slices: Sequence[int],
     context: int,
-    acc_device: torch.device,
     stop: Callable[[], bool],
 ) -> Job[None]:
     """Slice-by-slice prediction; ``source``/outputs are ``(slice, H, W)`` views.
@@ -245,13 +321,13 @@ def slices_2d(
     T, pad = layout.tile, layout.pad_before
     hw = out_labels.shape[1:]
     crop = tuple(slice(p, p + n) for p, n in zip(pad, hw, strict=True))
-    with torch.inference_mode():
-        weight = importance_map(T, acc_device)
-    pending: dict[int, list] = {}
+    bufs = _Buffers(run)
+    remaining: dict[int, int] = {}  # tiles still to come per slice in flight
     done = 0
-    for b0 in range(0, len(items), run.batch_size):
+    batch_size = run.batch_size  # fixed here: the runner splits a batch it cannot fit
+    for b0 in range(0, len(items), batch_size):
         _check(stop)
-        batch = items[b0 : b0 + run.batch_size]
+        batch = items[b0 : b0 + batch_size]
         x = torch.zeros((len(batch), 1 + 2 * context, *T), dtype=torch.float32)
         offsets = np.arange(-context, context + 1)
         idx = {s: np.clip(s + offsets, 0, source.shape[0] - 1) for s, _ in batch}
@@ -259,24 +335,23 @@ def slices_2d(
         for n, (s, start) in enumerate(batch):
             view, dst = read_tile(block[np.searchsorted(rows, idx[s])], start, T, pad)
             x[(n, *dst)] = apply_normalization(view, params)
-        logits = run(x).to(acc_device)
-        with torch.inference_mode():
-            for n, (s, start) in enumerate(batch):
-                if s not in pending:
-                    acc = torch.zeros((n_classes, *layout.frame), device=acc_device)
-                    pending[s] = [acc, torch.zeros(layout.frame, device=acc_device), len(tiles)]
-                acc, wsum, _ = pending[s]
-                region = tuple(slice(p, p + t) for p, t in zip(start, T, strict=True))
-                acc[(slice(None), *region)].add_(logits[n] * weight)
-                wsum[region].add_(weight)
-                pending[s][2] -= 1
-                if pending[s][2] == 0:
-                    labels, unc = _finalize(
-                        acc[(slice(None), *crop)], wsum[crop], out_unc is not None
-                    )
-                    out_labels[s] = labels
-                    if out_unc is not None:
-                        out_unc[s] = unc
-                    del pending[s]
-                    done += 1
+        logits = run(x)
+        for n, (s, start) in enumerate(batch):
+            remaining.setdefault(s, len(tiles))
+            region = tuple(slice(p, p + t) for p, t in zip(start, T, strict=True))
+            bufs.guarded(partial(_add_tile, bufs, s, logits[n], region, layout.frame),
+                         "blending a tile")  # fmt: skip
+            remaining[s] -= 1
+            if remaining[s] == 0:
+                labels, unc = bufs.guarded(
+                    partial(_labels_of, bufs, s, crop, out_unc is not None),
+                    "computing labels (argmax)",
+                )
+                out_labels[s] = labels
+                if out_unc is not None:
+                    out_unc[s] = unc
+                bufs.drop(s)
+                del remaining[s]
+                done += 1
+        del logits
         yield Progress(done, len(slices), run.messages[-1] if run.messages else "")

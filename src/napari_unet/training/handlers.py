@@ -8,16 +8,19 @@ happens around them lives here, each piece a small object or function over the r
   (MONAI's ``EarlyStopHandler``, with a budget instead of patience);
 * `BestState`: validation every ``val_every`` steps and at the end, keeping the best
   state (``ValidationHandler`` with ``CheckpointSaver(save_key_metric=True)``);
-* `log_step`: the progress event with ETA and the logged history (``StatsHandler``).
+* `log_step`: the progress event with ETA and the logged history (``StatsHandler``);
+* `guarded` / `fall_back_to_cpu`: out of memory on a GPU moves the run to the CPU and
+  redoes the step (the inference `Runner`'s fallback, for training).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -27,6 +30,8 @@ from napari_unet.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from napari_unet.training.trainer import TrainRun
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -103,7 +108,68 @@ def log_step(run: TrainRun, state: TrainState) -> Progress:
     }
     if step % max(1, cfg.val_every // 5) == 0 or step == 1:
         state.history.append({**record, "lr": run.opt.param_groups[0]["lr"], "eta": round(eta, 2)})
-    return Progress(step, total, f"step {step}/{total} loss {state.loss:.3f}", record)
+    message = f"step {step}/{total} loss {state.loss:.3f}"
+    if run.messages:
+        message += f" ({run.messages[-1]})"
+    return Progress(step, total, message, record)
+
+
+def guarded(run: TrainRun, step: Callable[[], R], what: str) -> R:
+    """``step()``; after out of memory on a GPU the run moves to the CPU
+    (`fall_back_to_cpu`) and ``step`` is redone there.
+
+    ``step`` must read the run's device and precision at call time and be safe to redo
+    (zero the gradients first). Buffers it changes before failing (batch-norm running
+    statistics of a forward pass whose backward then failed) are restored first.
+
+    Raises:
+        MemoryError: out of memory on the CPU (the message names ``what``).
+    """
+    from napari_unet.inference.device import is_oom
+
+    saved = {name: b.detach().clone() for name, b in run.net.named_buffers()}
+    while True:
+        try:
+            return step()
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            fall_back_to_cpu(run, e, what)
+            with torch.no_grad():
+                for name, b in run.net.named_buffers():
+                    b.copy_(saved[name])
+
+
+def fall_back_to_cpu(run: TrainRun, error: BaseException, what: str) -> None:
+    """Move a run to the CPU in float32 after ``error``: network, optimizer state,
+    loss; the gradient scaler is switched off. Recorded in ``run.messages`` and issued
+    as a ``RuntimeWarning``.
+
+    Raises:
+        MemoryError: the run is on the CPU already (the message names ``what`` and a
+            remedy).
+    """
+    from napari_unet.inference.device import CPU, empty_cache
+
+    if run.dev == CPU:
+        raise MemoryError(
+            f"out of memory on the CPU {what}; lower batch_size or patch_size in the "
+            "training options, or free memory"
+        ) from error
+    old = run.dev
+    run.opt.zero_grad(set_to_none=True)
+    run.net.to(CPU)  # the same Parameter objects: the optimizer keeps its references
+    run.loss_fn.to(CPU)
+    for param_state in run.opt.state.values():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                param_state[key] = value.to(CPU)
+    run.dev, run.amp = CPU, None
+    run.scaler = torch.amp.GradScaler("cuda", enabled=False)
+    empty_cache(old)
+    message = f"out of memory on {old} {what}: training goes on on the CPU (slower)"
+    run.messages.append(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 class BestState:
@@ -124,7 +190,7 @@ class BestState:
     def after_step(self, run: TrainRun, state: TrainState) -> None:
         """Validate every ``val_every`` steps (the network goes back to training)."""
         if state.step % run.cfg.val_every == 0:
-            self.validate(run, state)
+            guarded(run, lambda: self.validate(run, state), "validating")
             run.net.train()
 
     def validate(self, run: TrainRun, state: TrainState) -> None:
@@ -148,9 +214,13 @@ class BestState:
         loaded into the network (eval mode, on the CPU)."""
         cfg, net = run.cfg, run.net
         if state.step % cfg.val_every != 0 or (state.stopped and not run.val_items):
-            self.validate(run, state)
+            guarded(run, lambda: self.validate(run, state), "validating")
         final_pc = (
-            validate(net, run.val_items, run.dev, run.amp, run.spec.out_channels)
+            guarded(
+                run,
+                lambda: validate(net, run.val_items, run.dev, run.amp, run.spec.out_channels),
+                "validating",
+            )
             if run.val_items
             else None
         )

@@ -4,8 +4,10 @@ Recipe (defaults in `TrainConfig`, measured on the MR sample with
 ``benchmarks/bench_learning.py``): random patches from the reviewed voxels, a share
 centred on each foreground class; light MONAI augmentation; Dice + class-weighted
 cross-entropy on labelled voxels only; AdamW with linear warm-up then cosine decay over
-the budget (steps or seconds, whichever ends first); mixed precision on CUDA (bf16, or
-fp16 with a gradient scaler); validation on the held-out voxels every ``val_every`` steps
+the budget (steps or seconds, whichever ends first); mixed precision on CUDA (bf16 where
+the GPU computes it natively; else fp16 with a gradient scaler for networks with
+normalisation layers and float32 for those without, such as the recommended one: see
+`inference.device.autocast_dtype`); validation on the held-out voxels every ``val_every`` steps
 and at the end, keeping the best state. A stop request ends the loop at the next step and
 the job returns the best state so far, never a half-trained mixture.
 
@@ -16,6 +18,12 @@ progress with ETA).
 
 The network is a copy: the parent model passed in is not modified, so it can keep
 predicting while its child trains.
+
+Out of memory on a GPU during a step (forward and backward) or a validation moves the
+run to the CPU (network, optimizer state, loss; float32) and redoes that step on the same
+batch, so the run goes on with the result it would have had on the CPU; out of memory
+on the CPU is a ``MemoryError`` naming the batch and a remedy (see
+`handlers.fall_back_to_cpu`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,14 @@ from napari_unet.jobs import Job, never
 from napari_unet.models.spec import ModelSpec
 from napari_unet.training.config import TrainConfig, cpu_threads, lr_factor
 from napari_unet.training.data import SparseVolume
-from napari_unet.training.handlers import BestState, TrainState, budget_used, log_step, should_end
+from napari_unet.training.handlers import (
+    BestState,
+    TrainState,
+    budget_used,
+    guarded,
+    log_step,
+    should_end,
+)
 from napari_unet.training.loss import MaskedDiceCELoss, class_weights
 from napari_unet.training.scoring import DriftCheck, check_drift
 
@@ -173,6 +188,7 @@ class TrainRun:
         weights: the cross-entropy class weights.
         parent: the parent network (untouched), None for a new model.
         parent_hash: the parent file's content hash, "" when unknown.
+        messages: fallbacks that happened (out of memory on the GPU → the CPU).
     """
 
     net: torch.nn.Module
@@ -189,6 +205,7 @@ class TrainRun:
     weights: list[float]
     parent: torch.nn.Module | None
     parent_hash: str
+    messages: list[str] = field(default_factory=list)
 
 
 def _train(
@@ -243,7 +260,7 @@ def _setup(
     from napari_unet.training.sampler import PatchSampler, validation_inputs
 
     net, parent, parent_hash = _networks(model, spec, cfg.seed)
-    amp = autocast_dtype(dev, cfg.precision)
+    amp = autocast_dtype(dev, cfg.precision, net=net)
     patch = cfg.patch_size or tuple(spec.patch_size)
     sampler = PatchSampler(
         volumes,
@@ -293,25 +310,40 @@ def _setup(
 
 def _iteration(run: TrainRun, state: TrainState, progress: float) -> None:
     """One optimizer step at ``progress`` of the budget (MONAI: ``_iteration``):
-    learning rate, batch, augmentation, forward under autocast, loss, backward, step."""
-    from napari_unet.inference.device import autocast
+    learning rate, batch, augmentation, forward under autocast, loss, backward, step.
 
-    cfg, dev, opt = run.cfg, run.dev, run.opt
-    for group in opt.param_groups:
+    Forward and backward are `guarded`: out of memory on a GPU moves the run to the CPU
+    and redoes them on the same batch. The optimizer step is not: its temporaries are
+    the size of the weights, and one failing half-way would leave Adam's moments partly
+    updated, which no redo could undo.
+    """
+    cfg = run.cfg
+    for group in run.opt.param_groups:
         group["lr"] = cfg.lr * lr_factor(progress, cfg.warmup, cfg.min_lr_ratio)
     x, y, m = run.sampler.sample()
     if run.augment is not None:
         x, y, m = run.augment(x, y, m)
+    what = f"in a training step on a batch of shape {tuple(x.shape)}"
+    loss = guarded(run, lambda: _forward_backward(run, x, y, m), what)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    state.step += 1
+    state.loss = float(loss.detach())
+
+
+def _forward_backward(run: TrainRun, x, y, m) -> torch.Tensor:
+    """The loss of one batch and its gradients, on the run's current device and
+    precision (gradients are zeroed first, so a failed call can be redone)."""
+    from napari_unet.inference.device import autocast
+
+    dev = run.dev
+    run.opt.zero_grad(set_to_none=True)
     x, y, m = x.to(dev), y.to(dev), m.to(dev)
-    opt.zero_grad(set_to_none=True)
     with autocast(dev, run.amp):
         logits = run.net(x)
     loss = run.loss_fn(logits.float(), y, m)
     run.scaler.scale(loss).backward()
-    run.scaler.step(opt)
-    run.scaler.update()
-    state.step += 1
-    state.loss = float(loss.detach())
+    return loss
 
 
 def _result(
