@@ -179,3 +179,18 @@ def test_dciodvfy_finds_no_error_in_our_binary_seg(tmp_path, orientation):
     assert "Segmentation" in lines
     errors = [line for line in lines if line.startswith("Error")]
     assert not errors, errors
+
+
+def test_a_seg_chosen_among_a_folders_series_opens_on_its_series(tmp_path):
+    from napari_unet.errors import MultipleSeriesError
+
+    series = tmp_path / "study" / "ct"
+    write_source_series(series)
+    scan, labels, out, _ = _round_trip(tmp_path, series)
+    shutil.copy(out, tmp_path / "study" / "seg.dcm")
+    with pytest.raises(MultipleSeriesError) as error:
+        load_volume(tmp_path / "study")
+    seg_uid = next(s.uid for s in error.value.series if s.modality == "SEG")
+    back = load_volume(tmp_path / "study", series_uid=seg_uid)
+    np.testing.assert_array_equal(back.array, labels.array)
+    np.testing.assert_allclose(back.affine, scan.affine)

@@ -15,14 +15,11 @@ without them, ``spacings`` (or 1 mm) on LPS axes from the origin, flagged in
 (NRRD's first axis varies fastest), as `Volume` expects. Written images use LPS (what
 Slicer writes), gzip, little endian.
 
-Slicer segmentations: ``Segment{N}_ID``, ``_Name``, ``_Color`` (r g b in 0…1),
-``_LabelValue``, ``_Layer``, ``_Extent`` (i0 i1 j0 j1 k0 k1, empty: ``0 -1 0 -1 0 -1``)
-and ``Segmentation_*`` fields, with a 3D label map (one layer) or 4D ``list`` of layers
-(overlapping segments; older Slicer writes one layer per segment without
-``_LabelValue``). Read: one label value per segment (the file's own when they are
-distinct on one layer, else 1…n in the file's order, where a later segment wins on
-overlap); names and colours in ``metadata["segments"]``. Written: one layer, the label
-values as they are.
+Slicer segmentations (the ``Segment{N}_*`` and ``Segmentation_*`` fields, see
+`napari_unet.io._slicer_segments`) are label maps. Read: one label value per segment
+(the file's own when they are distinct on one layer, else 1…n in the file's order, where
+a later segment wins on overlap); names and colours in ``metadata["segments"]``.
+Written: one layer, the label values as they are.
 """
 
 from __future__ import annotations
@@ -39,16 +36,9 @@ import numpy as np
 
 from napari_unet.errors import InputError, VolumeReadError
 from napari_unet.io._dicom_header import NotRegularFile, open_regular
-from napari_unet.io.labelmap import (
-    Segment,
-    clean_name,
-    default_color,
-    hex_to_rgb,
-    rgb_to_hex,
-    segments_of,
-    set_segments,
-)
-from napari_unet.io.volume import Volume, smallest_label_dtype
+from napari_unet.io._slicer_segments import has_segment_fields, segment_fields, segmentation_labels
+from napari_unet.io.labelmap import segments_of, set_segments
+from napari_unet.io.volume import Volume
 from napari_unet.outputs import atomic_output, check_output
 from napari_unet.text import printable
 
@@ -67,8 +57,6 @@ SEG_NRRD_SUFFIX = ".seg.nrrd"
 MAX_HEADER_BYTES = 4 * 2**20
 #: Voxel bytes a file may declare, at most (8 GiB, as the DICOM reader).
 MAX_BYTES = 2**33
-#: Segments read from one file, at most.
-MAX_SEGMENTS = 65535
 
 #: numpy kind+size → the NRRD type names (the first is the one written).
 _TYPES = {
@@ -107,7 +95,6 @@ _SPACES = {
     "left-anterior-superior": np.diag([-1.0, 1.0, 1.0]),
     "las": np.diag([-1.0, 1.0, 1.0]),
 }
-_SEGMENT_FIELD = re.compile(r"^Segment(\d+)_(\w+)$")
 
 
 def is_nrrd_path(path: str | os.PathLike[str]) -> bool:
@@ -144,7 +131,7 @@ def load_nrrd(path: str | os.PathLike[str]) -> Volume:
         reason = "no such file" if not path.exists() else e.strerror or str(e)
         raise VolumeReadError(f"{path}: cannot read the file ({reason})") from None
     array = data.reshape(sizes, order="F")
-    segmentation = any(_SEGMENT_FIELD.match(k) for k in header) or is_seg_nrrd_path(path)
+    segmentation = has_segment_fields(header) or is_seg_nrrd_path(path)
     affine, assumed = _affine(path, header, len(sizes))
     meta: dict[str, Any] = {
         "nrrd_space": str(header.get("space", "")),
@@ -152,7 +139,7 @@ def load_nrrd(path: str | os.PathLike[str]) -> Volume:
         "description": printable(header.get("content", ""), limit=200),
     }
     if segmentation:
-        array, segments, overlaps = _segmentation(path, header, array)
+        array, segments, overlaps = segmentation_labels(path, header, array)
         set_segments(meta, segments)
         meta["overlapping_voxels"] = overlaps
         offset_text = header.get("Segmentation_ReferenceImageExtentOffset")
@@ -381,81 +368,6 @@ def _affine(path: Path, header: dict[str, Any], ndim: int) -> tuple[np.ndarray, 
     return affine, False
 
 
-def _segmentation(
-    path: Path, header: dict[str, Any], array: np.ndarray
-) -> tuple[np.ndarray, list[Segment], int]:
-    """A Slicer segmentation's label map (i, j, k) and its segments."""
-    fields: dict[int, dict[str, str]] = {}
-    for key, value in header.items():
-        match = _SEGMENT_FIELD.match(key)
-        if match:
-            fields.setdefault(int(match.group(1)), {})[match.group(2)] = str(value)
-    if len(fields) > MAX_SEGMENTS:
-        raise VolumeReadError(f"{path}: {len(fields)} segments, more than {MAX_SEGMENTS}")
-    layers = array[None] if array.ndim == 3 else array
-    if array.dtype.kind not in "iu":
-        raise VolumeReadError(f"{path}: a segmentation of {array.dtype} values, not labels")
-    specs = []
-    for n in sorted(fields):
-        f = fields[n]
-        try:
-            layer = int(f.get("Layer", n if array.ndim == 4 and "LabelValue" not in f else 0))
-            value = int(f.get("LabelValue", 1))
-        except ValueError:
-            raise VolumeReadError(
-                f"{path}: bad Segment{n} header (Layer or LabelValue is not a whole number)"
-            ) from None
-        if not 0 <= layer < layers.shape[0]:
-            raise VolumeReadError(
-                f"{path}: Segment{n}_Layer is {layer}, but the file has {layers.shape[0]} layer(s)"
-            )
-        if not 1 <= value <= 65535:
-            raise VolumeReadError(f"{path}: Segment{n}_LabelValue is {value}, not 1…65535")
-        specs.append((n, layer, value, f))
-    keep_values = layers.shape[0] == 1 and len({v for _, _, v, _ in specs}) == len(specs)
-    if not specs:  # a label map named .seg.nrrd without Segment fields
-        if layers.shape[0] != 1:
-            raise VolumeReadError(f"{path}: a 4D segmentation without Segment fields")
-        labels = layers[0]
-        if labels.size and (labels.min() < 0 or labels.max() > 65535):
-            raise VolumeReadError(f"{path}: label values outside 0…65535")
-        return labels.astype(smallest_label_dtype(labels), copy=False), [], 0
-    if keep_values:
-        labels = layers[0]
-        known = np.zeros(int(max(labels.max(initial=0), max(v for _, _, v, _ in specs))) + 1, bool)
-        for _, _, value, _ in specs:
-            known[value] = True
-        known[0] = True
-        if labels.min(initial=0) < 0 or not np.all(known[labels]):
-            labels = np.where(np.isin(labels, [v for _, _, v, _ in specs]), labels, 0)
-        out = labels.astype(smallest_label_dtype(labels), copy=False)
-        overlaps = 0
-        values = [v for _, _, v, _ in specs]
-    else:
-        dtype = np.uint8 if len(specs) < 256 else np.uint16
-        out = np.zeros(layers.shape[1:], dtype=dtype)
-        overlaps = 0
-        values = []
-        for number, (_, layer, value, _) in enumerate(specs, start=1):
-            mask = layers[layer] == value
-            overlaps += int(np.count_nonzero(out[mask]))
-            out[mask] = number
-            values.append(number)
-    segments = [
-        Segment(v, clean_name(f.get("Name") or f.get("ID"), v), _slicer_color(f.get("Color"), v))
-        for v, (_, _, _, f) in zip(values, specs, strict=True)
-    ]
-    return out, segments, overlaps
-
-
-def _slicer_color(text: str | None, value: int) -> str:
-    try:
-        parts = [float(p) for p in (text or "").split()]
-        return rgb_to_hex(parts, scale=1.0) if len(parts) == 3 else default_color(value)
-    except ValueError:
-        return default_color(value)
-
-
 # --- writing ------------------------------------------------------------------------------
 
 
@@ -515,44 +427,8 @@ def save_seg_nrrd(labels: Volume, path: str | os.PathLike[str], *, overwrite: bo
     )
     array = as_label_array(labels, what=str(labels.source or out))
     header = _lps_header(labels, array.dtype)
-    for n, segment in enumerate(segments_of(labels)):
-        mask = array == segment.value
-        extent = _extent(mask)
-        r, g, b = hex_to_rgb(segment.color)
-        name = segment.name.encode("ascii", "replace").decode("ascii")
-        header.update(
-            {
-                f"Segment{n}_Color": f"{r / 255:.6g} {g / 255:.6g} {b / 255:.6g}",
-                f"Segment{n}_ColorAutoGenerated": "0",
-                f"Segment{n}_Extent": " ".join(map(str, extent)),
-                f"Segment{n}_ID": f"Segment_{segment.value}",
-                f"Segment{n}_LabelValue": str(segment.value),
-                f"Segment{n}_Layer": "0",
-                f"Segment{n}_Name": name,
-                f"Segment{n}_NameAutoGenerated": "0",
-                f"Segment{n}_Tags": "Segmentation.Status:inprogress|",
-            }
-        )
-    header.update(
-        {
-            "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
-            "Segmentation_MasterRepresentation": "Binary labelmap",
-            "Segmentation_ReferenceImageExtentOffset": "0 0 0",
-        }
-    )
+    header.update(segment_fields(array, segments_of(labels)))
     data = array.astype(array.dtype.newbyteorder("<"), copy=False)
     with atomic_output(out, suffix=".nrrd") as tmp:
         nrrd.write(str(tmp), data, header, index_order="F", compression_level=6)
     return out
-
-
-def _extent(mask: np.ndarray) -> list[int]:
-    """Slicer's ``i0 i1 j0 j1 k0 k1`` bounding box (``0 -1 …`` when empty)."""
-    if not mask.any():
-        return [0, -1, 0, -1, 0, -1]
-    extent = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=others))
-        extent += [int(hit[0]), int(hit[-1])]
-    return extent

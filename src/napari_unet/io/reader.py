@@ -71,6 +71,20 @@ def load_volume(
             from napari_unet.io.rtstruct import read_rtstruct
 
             return read_rtstruct(path, reference=reference)
+    if path.is_dir() and series_uid is not None:
+        chosen = _object_file(path, series_uid)
+        if chosen is not None:  # a SEG chosen among a folder's series: on its series' grid
+            return load_volume(chosen, reference=reference or path)
     if path.is_dir() or dicom.is_dicom_path(path):
         return dicom.load_dicom(path, series_uid=series_uid)
     raise VolumeReadError(f"{path}: not {ACCEPTED}")
+
+
+def _object_file(folder: Path, series_uid: str) -> Path | None:
+    """The file of a DICOM SEG series ``series_uid`` in ``folder``, None for an image series."""
+    from napari_unet.io.dicom import list_series
+
+    for info in list_series(folder, skip_unreadable=True):
+        if info.uid == series_uid and info.modality == "SEG" and info.number_of_files == 1:
+            return Path(info.files[0])
+    return None
