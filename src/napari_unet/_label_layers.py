@@ -35,8 +35,10 @@ from napari_unet.io.volume import Volume
 
 #: Colour of label values the file and the palette leave out.
 OTHER_COLOR = "#c8c8c8"
-#: Label values given a palette colour beyond the described ones.
+#: Label values given a palette colour beyond the described ones …
 PALETTE_VALUES = 32
+#: … up to this value (higher undescribed values get `OTHER_COLOR`).
+MAX_PALETTE_VALUE = 1024
 
 
 def labels_layer_from_volume(volume: Volume, name: str) -> LayerData:
@@ -60,7 +62,7 @@ def labels_layer_from_volume(volume: Volume, name: str) -> LayerData:
             meta[METADATA_KEY][key] = volume.metadata[key]
     colors: dict[int | None, str] = {None: OTHER_COLOR, 0: "transparent"}
     top = max([s.value for s in segments] + [0]) + PALETTE_VALUES
-    colors.update({v: default_color(v) for v in range(1, min(top, 65535) + 1)})
+    colors.update({v: default_color(v) for v in range(1, min(top, MAX_PALETTE_VALUE) + 1)})
     colors.update({s.value: s.color for s in segments})
     kwargs: dict[str, Any] = {
         "name": name,

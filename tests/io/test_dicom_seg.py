@@ -194,3 +194,45 @@ def test_a_seg_chosen_among_a_folders_series_opens_on_its_series(tmp_path):
     back = load_volume(tmp_path / "study", series_uid=seg_uid)
     np.testing.assert_array_equal(back.array, labels.array)
     np.testing.assert_allclose(back.affine, scan.affine)
+
+
+def test_overlapping_segments_of_another_tool_keep_the_higher_number(tmp_path):
+    from pydicom.sr.codedict import codes
+
+    series = tmp_path / "ct"
+    exp = write_source_series(series, shape_kji=(3, 8, 8))
+    sources = [pydicom.dcmread(f) for f in exp["files"]]
+    stacked = np.zeros((3, 8, 8, 2), np.uint8)  # (frame, row, column, segment)
+    stacked[1, 2:6, 2:6, 0] = 1
+    stacked[1, 4:8, 4:8, 1] = 1  # overlaps segment 1 on 2×2 pixels
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n,
+            segment_label=name,
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for n, name in ((1, "a"), (2, "b"))
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=stacked,
+        segmentation_type="BINARY",
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=5,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="another tool",
+        manufacturer_model_name="x",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    seg.save_as(tmp_path / "other.dcm")
+    back = read_dicom_seg(tmp_path / "other.dcm", reference=series)
+    assert back.metadata["overlapping_voxels"] == 4
+    k = np.flatnonzero(back.array.any(axis=(0, 1)))
+    assert len(k) == 1
+    plane = back.array[:, :, k[0]].T  # (row, column)
+    assert (plane == 2).sum() == 16 and (plane == 1).sum() == 12

@@ -312,29 +312,9 @@ def read_dicom_seg(
     series = find_series(path, ref_uid, reference)
     with _malformed(path):
         check_frame_of_reference(path, str(ds.get("FrameOfReferenceUID", "") or ""), series)
-        planes = _planes(path, ds)
-        slices, numbers = _place_frames(path, ds, series, planes.shape[0], segments)
-    labelmap = str(ds.SOPClassUID) == LABELMAP_SOP_CLASS
-    top = max(segments)
-    dtype = np.uint8 if top < 256 else np.uint16
-    out = np.zeros((series.shape[2], series.shape[1], series.shape[0]), dtype=dtype)  # k, j, i
-    overlaps = 0
-    if labelmap:
-        if planes.size and int(planes.max()) > top:
-            raise VolumeReadError(
-                f"{path}: a pixel holds segment {int(planes.max())}, but the SEG describes "
-                f"segments up to {top}"
-            )
-        for f in np.argsort(slices, kind="stable"):
-            plane = planes[f]
-            out[slices[f]][plane > 0] = plane[plane > 0]
-    else:
-        threshold = _threshold(ds)
-        for f in np.lexsort((numbers, slices)):  # higher segment numbers win
-            mask = planes[f] >= threshold
-            target = out[slices[f]]
-            overlaps += int(np.count_nonzero(target[mask]))
-            target[mask] = numbers[f]
+        n_frames = _frame_count(path, ds)
+        slices, numbers = _place_frames(path, ds, series, n_frames, segments)
+        out, overlaps = _fill(path, ds, series, slices, numbers, max(segments))
     meta: dict[str, Any] = {
         "dicom_seg": {
             "sop_instance_uid": uid_text(ds.get("SOPInstanceUID")),
@@ -396,7 +376,7 @@ def _referenced_series(ds: Dataset) -> str | None:
     return None
 
 
-def _planes(path: Path, ds: Dataset) -> np.ndarray:
+def _frame_count(path: Path, ds: Dataset) -> int:
     n = int(ds.get("NumberOfFrames", 1) or 1)
     per = ds.get("PerFrameFunctionalGroupsSequence")
     if per is None or len(per) != n:
@@ -405,12 +385,46 @@ def _planes(path: Path, ds: Dataset) -> np.ndarray:
             f"{path}: NumberOfFrames is {n} but {got} frames are described "
             "(PerFrameFunctionalGroupsSequence); frames are missing"
         )
-    planes = np.asarray(ds.pixel_array)
-    if planes.ndim == 2:
-        planes = planes[None]
-    if planes.shape[0] != n:
-        raise VolumeReadError(f"{path}: {planes.shape[0]} frames of pixel data, expected {n}")
-    return planes
+    return n
+
+
+def _fill(
+    path: Path,
+    ds: Dataset,
+    series: SeriesHeaders,
+    slices: np.ndarray,
+    numbers: np.ndarray,
+    top: int,
+) -> tuple[np.ndarray, int]:
+    """The label map ``(k, j, i)`` from the frames, decoded one at a time (a SEG of many
+    segments would not fit in memory unpacked at once), and the overlapping voxels."""
+    from pydicom.pixels import iter_pixels
+
+    labelmap = str(ds.SOPClassUID) == LABELMAP_SOP_CLASS
+    threshold = _threshold(ds)
+    dtype = np.uint8 if top < 256 else np.uint16
+    out = np.zeros((series.shape[2], series.shape[1], series.shape[0]), dtype=dtype)  # k, j, i
+    overlaps = decoded = 0
+    for f, plane in enumerate(iter_pixels(ds)):
+        if f >= len(slices):
+            break
+        decoded += 1
+        target = out[slices[f]]
+        if labelmap:
+            if plane.size and int(plane.max()) > top:
+                raise VolumeReadError(
+                    f"{path}: a pixel of frame {f + 1} holds segment {int(plane.max())}, but "
+                    f"the SEG describes segments up to {top}"
+                )
+            np.copyto(target, plane.astype(dtype, copy=False), where=plane > 0)
+            continue
+        mask = plane >= threshold
+        overlaps += int(np.count_nonzero(target[mask]))
+        # where binary segments overlap, the higher segment number wins (in any frame order)
+        np.copyto(target, np.maximum(target, numbers[f]).astype(dtype), where=mask)
+    if decoded != len(slices):
+        raise VolumeReadError(f"{path}: {decoded} frames of pixel data, expected {len(slices)}")
+    return out, overlaps
 
 
 def _threshold(ds: Dataset) -> float:
