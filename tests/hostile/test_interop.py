@@ -8,6 +8,7 @@ over a small series; every case works on its own copy.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import shutil
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.uid import generate_uid
 
 from napari_unet.cli import main
@@ -352,6 +355,88 @@ def test_convert_into_the_reference_series_folder_is_refused(study, label_nifti,
         ],
         "is also an input",
     )
+
+
+# --- fuzzing: a flipped bit, a cut, a changed header line never escape as a crash -----------
+
+
+@functools.cache
+def _seg_nrrd_bytes() -> bytes:
+    import tempfile
+
+    from napari_unet.io.labelmap import Segment, set_segments
+    from napari_unet.io.nrrd import save_seg_nrrd
+    from napari_unet.io.volume import Volume
+
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[1:3, 1:4, 1:3] = 2
+    meta = set_segments({}, [Segment(2, "kidney", "#00ff00")])
+    with tempfile.TemporaryDirectory() as folder:
+        out = save_seg_nrrd(Volume(labels, np.diag([-1.0, -1.0, 2.0, 1.0]), metadata=meta),
+                            Path(folder) / "x.seg.nrrd")  # fmt: skip
+        return out.read_bytes()
+
+
+@st.composite
+def mutated_nrrd(draw) -> bytes:
+    data = bytearray(_seg_nrrd_bytes())
+    end = data.index(b"\n\n")
+    for _ in range(draw(st.integers(0, 4))):
+        where = draw(st.integers(0, end if draw(st.booleans()) else len(data) - 1))
+        data[where] = (
+            draw(st.sampled_from(b"0123456789 -.,()aex\n:="))
+            if where < end
+            else (data[where] ^ 1 << draw(st.integers(0, 7)))
+        )
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+@settings(
+    max_examples=120,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=mutated_nrrd())
+def test_mutated_seg_nrrd_loads_or_raises_one_line(data, tmp_path):
+    from napari_unet.errors import InputError
+    from napari_unet.io.reader import load_volume
+
+    path = tmp_path / "m.seg.nrrd"
+    path.write_bytes(data)
+    try:
+        volume = load_volume(path)
+    except InputError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+        return
+    assert volume.array.ndim == 3 and np.isfinite(volume.affine).all()
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 7)), max_size=4), cut=st.booleans())
+def test_mutated_seg_and_rtstruct_load_or_raise_one_line(study, tmp_path, flips, cut):
+    from napari_unet.errors import InputError
+    from napari_unet.io.reader import load_volume
+
+    for name in ("seg.dcm", "rs.dcm"):
+        data = bytearray((study / name).read_bytes())
+        for where, bit in flips:
+            data[132 + int(where * (len(data) - 133))] ^= 1 << bit
+        if cut:
+            data = data[: len(data) * 9 // 10]
+        path = tmp_path / name
+        path.write_bytes(bytes(data))
+        try:
+            load_volume(path, reference=study / "ct")
+        except InputError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
 
 
 def test_the_corpus_keeps_its_size():
