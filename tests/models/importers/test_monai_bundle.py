@@ -232,3 +232,12 @@ def test_torchscript_weights_are_read_as_data(tmp_path):
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), net(x))
+
+
+def test_a_zip_without_metadata_gets_default_class_names(tmp_path):
+    bundle = _unet_bundle(tmp_path)
+    (bundle / "configs" / "metadata.json").unlink()
+    archive = F.zip_folder(bundle, tmp_path / "b.zip", top="some_bundle")
+    spec, _, lineage = read_foreign(archive)
+    assert spec.labels == ["class_1", "class_2"]
+    assert set(lineage["imported"]["files"]) == {"configs/inference.json", "models/model.pt"}

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -72,17 +71,6 @@ class SourceFiles:
     def __exit__(self, *exc: object) -> None:
         if self._zip is not None:
             self._zip.close()
-
-    def names(self) -> Iterator[str]:
-        """Relative paths of the files (a folder: walked without following links)."""
-        if self._zip is not None:
-            for name in self._members:
-                if name.startswith(self.prefix):
-                    yield name[len(self.prefix) :]
-            return
-        for folder, _dirs, files in os.walk(self.path):
-            for f in files:
-                yield Path(folder, f).relative_to(self.path).as_posix()
 
     def root(self, marker: str) -> None:
         """Make the folder holding ``marker`` (a relative path) the root of a zip."""

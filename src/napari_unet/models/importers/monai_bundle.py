@@ -74,10 +74,9 @@ def read_bundle(source: str | os.PathLike) -> tuple[ModelSpec, dict[str, Any], d
         ModelFileError: one line naming the file (and key) that cannot be imported.
     """
     with SourceFiles(source) as files:
-        files.root("configs/metadata.json")
-        for rel in ("configs/metadata.json", *_CONFIGS):
+        for rel in ("configs/metadata.json", *_CONFIGS):  # a zip's top folder, if any
+            files.root(rel)
             if files.exists(rel):
-                files.root(rel)
                 break
         config_rel = next((c for c in _CONFIGS if files.exists(c)), None)
         if config_rel is None:
