@@ -161,9 +161,9 @@ def label_colormap(label_colors: list[str]) -> dict[int | None, str]:
 MODALITY_SOURCES = {
     "dicom": "from the DICOM header",
     "description": "from the file's description",
-    "detected": "detected: air near −1000 HU",
+    "detected": "detected: air at −1000 HU",
     "user": "chosen by you",
-    "declared": "declared by the source",
+    "declared": "stated by the source",
     None: "not stated in the file",
 }
 

@@ -25,6 +25,8 @@ class CollapsibleSection(QWidget):
         self.title = section.title() if hasattr(section, "title") else ""
         if hasattr(section, "setTitle"):
             section.setTitle("")
+            # no room kept for the title the header now shows
+            section.setStyleSheet("QGroupBox { margin-top: 0px; padding-top: 2px; }")
         self.summary = ""
         self.header = QToolButton()
         self.header.setCheckable(True)

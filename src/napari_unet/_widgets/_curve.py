@@ -53,22 +53,22 @@ class FinetuneCurve(CurvePlot):
 
         legend_y = 14
         for name, values in self.points.items():
-            if not values:
+            kept = self.kept if name == "val Dice" else None
+            if not values and kept is None:
                 continue
-            ys = [y for _, y in values]
+            ys = [y for _, y in values] or [kept[1]]
             y0, y1 = min(min(ys), 0.0), max(max(ys), 1.0)
             painter.setPen(QPen(self.colors[name], 1.5))
-            painter.drawPolyline(QPolygonF([to_screen(x, y, y0, y1) for x, y in values]))
+            if values:
+                painter.drawPolyline(QPolygonF([to_screen(x, y, y0, y1) for x, y in values]))
             text = f"{name} {ys[-1]:.3f}"
-            if name == "val Dice":
-                if self.kept is not None:
-                    centre = to_screen(*self.kept, y0, y1)
-                    painter.setPen(QPen(QColor("#ffffff"), 2))
-                    painter.drawEllipse(centre, 5, 5)
-                    painter.setPen(QPen(self.colors[name], 1.5))
-                    text = f"{name} {self.kept[1]:.3f}, kept (step {self.kept[0]:.0f})"
-                else:
-                    text += " (latest)"
+            if kept is not None:  # the version's Dice, where its state was kept
+                painter.setPen(QPen(QColor("#ffffff"), 2))
+                painter.drawEllipse(to_screen(*kept, y0, y1), 5, 5)
+                painter.setPen(QPen(self.colors[name], 1.5))
+                text = f"{name} {kept[1]:.3f}, kept (step {kept[0]:.0f})"
+            elif name == "val Dice":
+                text += " (latest)"
             painter.drawText(8, legend_y, text)
             legend_y += 14
         painter.setPen(TEXT)

@@ -8,12 +8,15 @@ is the named picker, and `name_napari_picker` puts the class name beside napari'
 
 from __future__ import annotations
 
+import weakref
+
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QGridLayout, QLabel, QPushButton, QSizePolicy, QWidget
 
 from napari_unet._layers import label_colormap, label_features
 
 _NAME_LABEL = "napari_unet_label_name"
+_named: weakref.WeakSet = weakref.WeakSet()  # layers whose napari picker shows names
 
 
 def apply_label_identity(layer, names: list[str], colors: list[str]) -> None:
@@ -58,33 +61,40 @@ def class_name(layer, value: int) -> str | None:
     return str(features["name"].iloc[index.index(value)])
 
 
-def name_napari_picker(viewer, layer) -> bool:
+def name_napari_picker(anchor: QWidget, layer) -> bool:
     """Show the selected class's name beside napari's label number box (best effort).
 
-    napari 0.9 has no public way to name labels in its picker: this reaches into the
-    layer controls (``_qt_viewer.controls``) and does nothing if they look different.
-    Returns whether the name is shown.
+    napari 0.9 has no public way to name labels in its picker: this finds the layer's
+    controls among the widgets of ``anchor``'s window (the panel, once docked) and does
+    nothing if they look different. Returns whether the name is shown.
     """
-    try:
-        controls = viewer.window._qt_viewer.controls.widgets[layer]
-        row = controls._label_control.label_color.layout()
-    except (AttributeError, KeyError, TypeError):
+    if layer in _named:
+        return True
+    for controls in anchor.window().findChildren(QWidget):
+        if getattr(controls, "layer", None) is layer and hasattr(controls, "_label_control"):
+            break
+    else:
         return False
-    label = controls.findChild(QLabel, _NAME_LABEL)
-    if label is None:
-        label = QLabel(controls)
-        label.setObjectName(_NAME_LABEL)
-        label.setMinimumWidth(40)
-        row.insertWidget(row.count() - 1, label)
+    if controls.findChild(QLabel, _NAME_LABEL) is not None:
+        return True
+    try:
+        row = controls._label_control.label_color.layout()
+    except AttributeError:
+        return False
+    label = QLabel(controls)
+    label.setObjectName(_NAME_LABEL)
+    label.setMinimumWidth(40)
+    row.insertWidget(row.count() - 1, label)
 
-        def show(event=None) -> None:
-            name = class_name(layer, int(layer.selected_label))
-            label.setText(name or "")
-            label.setToolTip(f"label {layer.selected_label}: {name}" if name else "")
+    def show(event=None) -> None:
+        name = class_name(layer, int(layer.selected_label))
+        label.setText(name or "")
+        label.setToolTip(f"label {layer.selected_label}: {name}" if name else "")
 
-        layer.events.selected_label.connect(show)
-        layer.events.features.connect(show)
-        show()
+    layer.events.selected_label.connect(show)
+    layer.events.features.connect(show)
+    show()
+    _named.add(layer)
     return True
 
 
@@ -142,6 +152,6 @@ def _button_style(color: QColor) -> str:
     return (
         "QPushButton { text-align: left; padding: 2px 6px 2px 10px; "
         f"border-left: 10px solid {color.name()}; border-radius: 2px; }}"
-        f"QPushButton:checked {{ border: 2px solid {color.name()}; "
+        f"QPushButton:checked {{ border: 2px solid {color.name()}; background: transparent; "
         f"border-left: 10px solid {color.name()}; font-weight: bold; }}"
     )

@@ -45,10 +45,11 @@ def set_layer_modality(layer, modality: str) -> None:
 
 
 def describe_modality(modality: str, source: str | None) -> str:
-    """``"CT (detected: air near −1000 HU)"``, ``"not stated in the file"`` …"""
+    """Where the modality shown beside it came from: ``"detected: air at −1000 HU"``,
+    ``"from the DICOM header"``, ``"not stated in the file: choose"`` …"""
     if modality not in ("CT", "MR") and source != "user":
-        return "not stated in the file: please choose"
-    return f"{modality} ({MODALITY_SOURCES.get(source, MODALITY_SOURCES[None])})"
+        return "not stated in the file: choose"
+    return MODALITY_SOURCES.get(source, MODALITY_SOURCES[None])
 
 
 def model_modality(modality: str, source: str | None, array: Any) -> tuple[str, str]:

@@ -31,14 +31,15 @@ class JobProgressBar(QWidget):
     Args:
         is_busy: whether the panel's loop runs a job (polled to see the end).
         budget_for: ``description → ("seconds", s) | ("steps", n) | None``.
-        on_start: called with a job's description when it is first seen.
+        on_start: called with a job's description when it is first seen, and the
+            description of the job before it (None if none).
     """
 
     def __init__(
         self,
         is_busy: Callable[[], bool],
         budget_for: Callable[[str], tuple[str, float] | None] = lambda description: None,
-        on_start: Callable[[str], None] | None = None,
+        on_start: Callable[[str, str | None], None] | None = None,
         parent=None,
     ) -> None:
         super().__init__(parent)
@@ -46,6 +47,7 @@ class JobProgressBar(QWidget):
         self.budget_for = budget_for
         self.on_start = on_start
         self.active: str | None = None
+        self.last: str | None = None  # the job before (e.g. "Fine-tuning" → re-predict)
         self.started = 0.0
         self.text = QLabel(IDLE_TEXT)
         self.text.setWordWrap(True)
@@ -56,7 +58,7 @@ class JobProgressBar(QWidget):
         self.bar.setValue(0)
         self.bar.setFormat("")
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setContentsMargins(4, 2, 4, 0)
         layout.setSpacing(2)
         layout.addWidget(self.text)
         layout.addWidget(self.bar)
@@ -114,6 +116,7 @@ class JobProgressBar(QWidget):
 
     # --- state -----------------------------------------------------------------------------
     def start(self, description: str) -> None:
+        previous = self.active or self.last
         self.active = description
         self.started = time.monotonic()
         self.bar.setRange(0, 0)
@@ -121,7 +124,7 @@ class JobProgressBar(QWidget):
         self.text.setText(f"{description} …")
         self._timer.start()
         if self.on_start is not None:
-            self.on_start(description)
+            self.on_start(description, previous)
 
     def _poll(self) -> None:
         if self.active is not None and not self.is_busy():
@@ -135,7 +138,7 @@ class JobProgressBar(QWidget):
         self.bar.setValue(1)
         self.bar.setFormat("done")
         self.text.setText(f"{self.active}: ended after {format_seconds(seconds)}")
-        self.active = None
+        self.last, self.active = self.active, None
 
 
 def format_seconds(seconds: float) -> str:

@@ -68,17 +68,21 @@ def frame_of(viewer) -> str:
     return install(viewer).frame
 
 
-def wrap_layer(layer, status: CoordinateStatus) -> bool:
-    """Wrap ``layer.get_status`` if the layer carries the scan geometry; returns whether."""
-    meta = (getattr(layer, "metadata", None) or {}).get(METADATA_KEY)
-    if not meta or "affine" not in meta or getattr(layer, "ndim", 0) != 3:
-        return False
+def wrap_layer(layer, status: CoordinateStatus, geometry: DisplayGeometry | None = None) -> bool:
+    """Wrap ``layer.get_status`` if the layer carries the scan geometry (or ``geometry``
+    is given: a layer on the scan's grid made elsewhere); returns whether."""
     if getattr(layer.get_status, _MARK, False):
         return True
-    try:
-        geometry = DisplayGeometry.from_metadata(meta)
-    except (KeyError, TypeError, ValueError):
+    if getattr(layer, "ndim", 0) != 3:
         return False
+    if geometry is None:
+        meta = (getattr(layer, "metadata", None) or {}).get(METADATA_KEY)
+        if not meta or "affine" not in meta:
+            return False
+        try:
+            geometry = DisplayGeometry.from_metadata(meta)
+        except (KeyError, TypeError, ValueError):
+            return False
     if tuple(layer.data.shape) != geometry.display_shape:
         return False
     napari_status = layer.get_status

@@ -66,6 +66,10 @@ class DataWidget(QWidget):
         self.modality_note.setWordWrap(True)
         self.frame_combo = QComboBox()
         self.frame_combo.addItems(list(_status.FRAMES))
+        self.frame_combo.setMinimumContentsLength(5)
+        self.frame_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.frame_combo.setToolTip(
             "Coordinates in the status bar: RAS (NIfTI, 3D Slicer) or LPS (DICOM, ITK), mm"
         )
@@ -76,15 +80,33 @@ class DataWidget(QWidget):
         buttons = QHBoxLayout()
         for button in (self.open_file_button, self.open_folder_button, self.cancel_button):
             buttons.addWidget(button)
+        # compact: at 1280×800 this dock shares the right side with the U-Net panel
+        modality_row = QHBoxLayout()
+        modality_row.addWidget(self.modality_combo)
+        modality_row.addWidget(self.modality_note, 1)
+        self.modality_combo.setMinimumContentsLength(5)
+        self.modality_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        frame_row = QHBoxLayout()
+        frame_row.addWidget(self.frame_combo)
+        frame_row.addWidget(QLabel("mm, status bar"), 1)
+        geometry_row = QHBoxLayout()
+        for i, key in enumerate(("shape", "spacing", "orientation")):
+            if i:
+                geometry_row.addWidget(QLabel("·"))
+            geometry_row.addWidget(self.info_labels[key])
+        geometry_row.addStretch()
+        self.info_labels["layer"].setWordWrap(True)
         form = QFormLayout()
+        form.setVerticalSpacing(3)
+        form.addRow("Layer", self.info_labels["layer"])
+        form.addRow("Grid", geometry_row)
         form.addRow("Contrast", self.contrast_combo)
-        form.addRow("Modality", self.modality_combo)
-        form.addRow("", self.modality_note)
-        form.addRow("Coordinates", self.frame_combo)
-        for key, label in self.info_labels.items():
-            label.setWordWrap(True)
-            form.addRow(key.capitalize(), label)
+        form.addRow("Modality", modality_row)
+        form.addRow("Coordinates", frame_row)
         layout = QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addLayout(buttons)
         layout.addLayout(form)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)

@@ -33,9 +33,11 @@ class FinetuneSection(QGroupBox):
 
     Signals:
         started(): a fine-tune started (the panel brings this section into view).
+        finished(): its result is shown (the panel keeps it in view).
     """
 
     started = Signal()
+    finished = Signal()
 
     def __init__(self, session: LoopSession, segment_section) -> None:
         super().__init__("4 · Fine-tune")
@@ -75,6 +77,8 @@ class FinetuneSection(QGroupBox):
         parent = loop.current
         parent_dice = parent.metrics.get("val_dice") if parent else None
         budget = float(seconds if seconds is not None else self.seconds_spin.value())
+        if seconds is not None and not steps:  # the box shows the budget that runs
+            self.seconds_spin.setValue(round(budget))
         self._stop_requested = False
         self.budget = ("steps", float(steps)) if steps else ("seconds", budget)
         # the loop snapshots the labels now (painting may go on meanwhile)
@@ -97,6 +101,7 @@ class FinetuneSection(QGroupBox):
             metrics = VersionMetrics.from_dict(version.metrics)
             self.plot.mark_kept(metrics.best_step, metrics.val_dice)
             self.status.setText(describe_result(version.hash, metrics, parent_dice))
+            self.finished.emit()
             if repredict:
                 self.segment.run(only_unreviewed=True, on_done=on_done)
             elif on_done is not None:

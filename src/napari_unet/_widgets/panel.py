@@ -12,12 +12,14 @@ from __future__ import annotations
 import threading
 
 import napari
+import numpy as np
 from napari.utils.notifications import show_error
 from qtpy.compat import isalive
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QMessageBox,
     QScrollArea,
@@ -73,6 +75,11 @@ class UNetPanel(QWidget):
         self.modality_note.setWordWrap(True)
         self.scan_label = QLabel("Open a scan (File > Open or the Scan dock).")
         self.scan_label.setWordWrap(True)
+        self.slice_label = QLabel("")  # the file's slice index, as other viewers count
+        self.slice_label.setToolTip(
+            "The slice on screen as the file numbers it (0-based index along the reviewed "
+            "axis), as 3D Slicer and ITK-SNAP show it; napari's slider counts display rows"
+        )
         self.legend = LabelLegend()
         self.legend.setVisible(False)
         self.model_section = ModelSection(self.session)
@@ -103,11 +110,15 @@ class UNetPanel(QWidget):
         layout.setSpacing(4)
         identity = QFormLayout()
         identity.setContentsMargins(0, 0, 0, 0)
+        identity.setVerticalSpacing(3)
         identity.addRow("Scan", self.scan_combo)
-        identity.addRow("Modality", self.modality_combo)
-        identity.addRow("", self.modality_note)
+        modality_row = QHBoxLayout()
+        modality_row.addWidget(self.modality_combo)
+        modality_row.addWidget(self.modality_note, 1)
+        identity.addRow("Modality", modality_row)
         layout.addLayout(identity)
         layout.addWidget(self.scan_label)
+        layout.addWidget(self.slice_label)
         layout.addWidget(self.legend)
         for section in self.sections.values():
             layout.addWidget(section)
@@ -120,9 +131,10 @@ class UNetPanel(QWidget):
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
-            combo.setMinimumContentsLength(8)
+            combo.setMinimumContentsLength(5 if combo is self.modality_combo else 8)
         self._scroll, self._inner = scroll, inner
         inner.installEventFilter(self)
+        scroll.viewport().installEventFilter(self)
         self._fit_width()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -138,9 +150,13 @@ class UNetPanel(QWidget):
         self.scan_combo.activated.connect(self._scan_chosen)
         self.modality_combo.textActivated.connect(self._modality_chosen)
         self.finetune_section.started.connect(lambda: self.focus_step("finetune"))
+        self.finetune_section.finished.connect(
+            lambda: QTimer.singleShot(0, lambda: self._bring_into_view("finetune"))
+        )
         layers = self.viewer.layers.events
         layers.inserted.connect(self._layers_changed)
         layers.removed.connect(self._layers_changed)
+        self.viewer.dims.events.current_step.connect(self._show_slice)
         _status.install(self.viewer)
         self._layers_changed()
         self._follow_state()  # each control enabled only when its action makes sense
@@ -149,6 +165,12 @@ class UNetPanel(QWidget):
     def eventFilter(self, watched, event) -> bool:  # Qt override
         if watched is self._inner and event.type() == QEvent.Type.LayoutRequest:
             self._fit_width()
+        elif (
+            watched is self._scroll.viewport()
+            and event.type() == QEvent.Type.Resize
+            and self.progress.active == "Fine-tuning"
+        ):  # the live curve stays in view
+            QTimer.singleShot(0, lambda: self._bring_into_view("finetune"))
         return super().eventFilter(watched, event)
 
     def _fit_width(self) -> None:
@@ -190,6 +212,7 @@ class UNetPanel(QWidget):
     def _layers_changed(self, event=None) -> None:
         if event is not None and getattr(event, "type", "") == "inserted":
             event.value.events.name.connect(self._list_scans)
+            self._coordinates_for(event.value)
         self._list_scans()
         session = self.session
         current = session.image_layer
@@ -208,8 +231,8 @@ class UNetPanel(QWidget):
         current = self.session.image_layer
         if current in self._scan_layers:
             combo.setCurrentIndex(self._scan_layers.index(current))
-        combo.setEnabled(bool(self._scan_layers))
         combo.blockSignals(False)
+        self._controls_follow()
 
     def _scan_chosen(self, index: int) -> None:
         if not 0 <= index < len(self._scan_layers):
@@ -217,6 +240,10 @@ class UNetPanel(QWidget):
         layer = self._scan_layers[index]
         session = self.session
         if layer is session.image_layer:
+            return
+        if session.loop is not None and session.loop.busy:
+            show_error("wait for the running job (or cancel it) before changing the scan")
+            self._list_scans()
             return
         if session.loop is not None and session.loop.reviewed:
             answer = QMessageBox.question(
@@ -240,6 +267,19 @@ class UNetPanel(QWidget):
         self._list_scans()
         self._refresh_identity()
         self.export_section.offer_restore()
+
+    def _coordinates_for(self, layer) -> None:
+        """Scanner coordinates in the status bar also for layers made on the scan's grid
+        without its geometry (an uncertainty map, a labels layer added by hand)."""
+        scan, geometry = self.session.image_layer, self.session.geometry
+        if scan is None or geometry is None or layer is scan:
+            return
+        same_place = tuple(layer.data.shape) == geometry.display_shape and all(
+            np.allclose(getattr(layer, a), getattr(scan, a), atol=1e-4)
+            for a in ("scale", "translate")
+        )
+        if same_place:
+            _status.wrap_layer(layer, _status.install(self.viewer), geometry)
 
     # --- modality -------------------------------------------------------------------------
     def _modality_chosen(self, modality: str) -> None:
@@ -267,7 +307,7 @@ class UNetPanel(QWidget):
     def _refresh_identity(self) -> None:
         layer = self.session.image_layer
         self._follow_scan(layer)
-        self.modality_combo.setEnabled(layer is not None)
+        self._controls_follow()
         if layer is None:
             self.modality_note.setText("")
             return
@@ -275,7 +315,7 @@ class UNetPanel(QWidget):
         self.modality_combo.setCurrentText(modality)
         note = describe_modality(modality, source)
         if modality not in ("CT", "MR"):
-            note += " — new models use MR's percentile z-score"
+            note += "; new models use MR's percentile z-score"
         self.modality_note.setText(note)
         self._refresh_scan()
 
@@ -299,11 +339,25 @@ class UNetPanel(QWidget):
                      f"{describe_normalization(spec.normalization)}; labels: "
                      f"{', '.join(spec.labels)}")  # fmt: skip
         self.scan_label.setText(text)
+        self._show_slice()
         self._show_classes()
         if model is not None and not self._had_model:
             self._had_model = True
             self.sections["model"].set_expanded(False)
         self.sections["model"].set_summary(self._model_summary())
+
+    def _show_slice(self, event=None) -> None:
+        """The slice on screen by its index in the file (not napari's display row)."""
+        session = self.session
+        if session.geometry is None or session.workspace is None:
+            self.slice_label.setText("")
+            return
+        axis = session.workspace.slice_axis
+        display = session.current_display_slice()
+        native = int(session.geometry.to_native_index(axis, display))
+        last = session.workspace.n_slices - 1
+        text = f"Slice on screen: {'ijk'[axis]} = {native} in the file (0–{last})"
+        self.slice_label.setText(text)
 
     def _model_summary(self) -> str:
         session = self.session
@@ -326,31 +380,43 @@ class UNetPanel(QWidget):
             names = list(session.workspace.label_names)
             colors = list(session.workspace.label_colors)
         layer = session.labels_layer
-        if layer is not None and layer in self.viewer.layers and names:
-            apply_label_identity(layer, names, colors)
-            name_napari_picker(self.viewer, layer)
+        if layer is not None and layer in self.viewer.layers:
+            self._coordinates_for(layer)
+            if names:
+                apply_label_identity(layer, names, colors)
+                name_napari_picker(self, layer)
         self.legend.set_classes(names, colors, layer if layer in self.viewer.layers else None)
 
     # --- progress and focus ---------------------------------------------------------------
     def _budget_for(self, description: str):
         return self.finetune_section.budget if description == "Fine-tuning" else None
 
-    def _job_started(self, description: str) -> None:
-        self.focus_step("finetune" if description == "Fine-tuning" else "segment")
+    def _job_started(self, description: str, previous: str | None = None) -> None:
+        if description == "Fine-tuning":
+            self.focus_step("finetune")
+        elif previous != "Fine-tuning":  # a re-prediction keeps the fine-tune result in view
+            self.focus_step("segment")
 
     def focus_step(self, name: str) -> None:
-        """Unfold step ``name`` and bring it into view; fold the model and export steps
-        while a job runs (their state is in their folded titles)."""
+        """Unfold step ``name`` and bring it into view. A fine-tune folds the steps not
+        in use (model, segment, export: their state is in their folded titles), so its
+        live curve fits a 1280×800 screen; a click on a title unfolds any of them."""
         self.sections[name].set_expanded(True)
-        if name in ("finetune", "segment"):
-            for other in ("model", "export"):
-                self.sections[other].set_expanded(False)
+        folded = {"finetune": ("model", "segment", "export"), "segment": ("model", "export")}
+        for other in folded.get(name, ()):
+            self.sections[other].set_expanded(False)
         QTimer.singleShot(0, lambda: self._bring_into_view(name))
 
     def _bring_into_view(self, name: str) -> None:
+        self._inner.layout().activate()  # the folds' new sizes first
         self._scroll.ensureWidgetVisible(self.sections[name], 0, 4)
         if name == "finetune":  # the live curve above all
             self._scroll.ensureWidgetVisible(self.finetune_section.plot, 0, 4)
+
+    def _controls_follow(self) -> None:
+        """`update_controls` once it is wired (the scan list changes before that)."""
+        if hasattr(self, "_job_watch"):
+            self.update_controls()
 
     # --- controls follow the state ----------------------------------------------------------
     def update_controls(self, *_) -> None:
@@ -380,6 +446,9 @@ class UNetPanel(QWidget):
             widget.setEnabled(state[action])
         selected = model.versions.currentItem() is not None
         model.rollback_button.setEnabled(state["rollback"] and selected)
+        # the scan and its modality stay as they are while a job works on them
+        self.scan_combo.setEnabled(bool(self._scan_layers) and not running)
+        self.modality_combo.setEnabled(self.session.image_layer is not None and not running)
 
     def _follow_state(self) -> None:
         session = self.session
