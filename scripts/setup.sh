@@ -36,5 +36,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # which the open range in pyproject.toml keeps).
   python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
   python -m pip install -q -e ".[qt,testing]"
+  # nnU-Net without timm/torchvision (they would pull a CUDA torch): see the script
+  bash scripts/install_nnunet.sh
   echo "$want" > "$stamp"
 fi

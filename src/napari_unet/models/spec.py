@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 #: Version of the model-file metadata layout. Bump when an old reader could misread a file.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ModelSpec.orientation (imported models)
 
 #: The presets (`preset_spec`).
 ARCHS = ("unet", "resunet", "attention_unet", "classic_unet")

@@ -323,6 +323,14 @@ def sparse_volume(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     axis = slice_axis if slice_axis is not None else spec.slice_axis
     axis = image.through_plane_axis if axis is None else int(axis)
+    from napari_unet.inference.orientation import to_model_orientation
+
+    # a model that expects another orientation (e.g. RAS) trains on the scan reoriented
+    # by flips and transposes, as it predicts (`inference.orientation`)
+    image, moved_labels, axis, slices, _ = to_model_orientation(
+        image, spec, labels=np.asarray(labels.array), slice_axis=axis, slices=slices
+    )
+    labels = image.with_array(moved_labels, source=labels.source)
     lab = np.asarray(labels.array)
     if lab.dtype.kind == "f" and not np.all(np.mod(lab, 1) == 0):
         raise InputError(f"{labels.source or 'labels'}: label values must be integers")
