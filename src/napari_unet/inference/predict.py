@@ -137,6 +137,17 @@ def predict_steps(
     """
     t0 = time.perf_counter()
     net, spec = _resolve_model(model, spec)
+    from napari_unet.inference.orientation import predict_oriented_steps, reorientation_for
+
+    if reorientation_for(spec, volume) is not None:  # e.g. an imported model expecting RAS
+        return (
+            yield from predict_oriented_steps(
+                model, spec, volume, device=device, batch_size=batch_size,
+                slice_axis=slice_axis, slices=slices, overlap=overlap, roi_size=roi_size,
+                uncertainty=uncertainty, precision=precision, channels_last=channels_last,
+                stop=stop,
+            )
+        )  # fmt: skip
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     precision = Precision.check(precision, "precision")
