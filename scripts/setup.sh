@@ -7,7 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES="xvfb xauth libgl1 libegl1 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0
   libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-randr0
-  libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-cursor0 libxcb-xkb1"
+  libxcb-render-util0 libxcb-shape0 libxcb-xfixes0 libxcb-cursor0 libxcb-xkb1
+  dicom3tools"
 
 missing=""
 for pkg in $APT_PACKAGES; do

@@ -20,6 +20,7 @@ def files(tmp_path):
     return tmp_path, str(img), str(lab), str(other)
 
 
+@pytest.mark.slow
 def test_train_then_finetune_writes_lineage(files, capsys):
     from napari_unet.models import read_model_header
 
@@ -96,6 +97,7 @@ def test_train_bad_inputs_exit_2_with_one_line(files, capsys, args, message):
     assert not (d / "m.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_simulate_json(files, capsys):
     _, img, lab, other = files
     args = [

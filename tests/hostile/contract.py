@@ -11,7 +11,8 @@ from napari_unet.cli import main
 
 
 def refuse(capsys, argv: Sequence[str], *fragments: str) -> str:
-    """Run ``napari-unet ARGV`` in-process; assert exit 2 and one clean line naming ``fragments``."""
+    """Run ``napari-unet ARGV`` in-process; assert exit 2 and one clean line naming
+    ``fragments``."""
     capsys.readouterr()
     status = main([str(a) for a in argv])
     err = capsys.readouterr().err.strip()
@@ -19,7 +20,7 @@ def refuse(capsys, argv: Sequence[str], *fragments: str) -> str:
     lines = err.splitlines()
     assert len(lines) == 1, f"{len(lines)} lines on stderr: {err!r}"
     assert "Traceback" not in err and "internal error" not in err, err
-    assert all(32 <= ord(c) or c == "\t" for c in err), f"control characters in {err!r}"
+    assert all(ord(c) >= 32 or c == "\t" for c in err), f"control characters in {err!r}"
     for fragment in fragments:
         assert str(fragment) in err, f"{fragment!r} not in {err!r}"
     return err

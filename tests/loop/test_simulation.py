@@ -11,6 +11,7 @@ from napari_unet.training.trainer import TrainConfig
 from tests.training.conftest import blob_pair, tiny_spec
 
 
+
 def test_slice_choice():
     assert evenly_spaced(np.arange(10, 20), 2) == [12, 17]
     scores = np.array([0, 9, 8, 1, 7, 0])
@@ -29,6 +30,7 @@ def test_random_slices_are_seeded_unrevealed_candidates():
     assert random_slices(np.arange(2), 1, {0, 1}, np.random.default_rng(0)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["worst", "uncertain", "random"])
 def test_simulate_rounds(strategy):
     image, truth = blob_pair(shape=(32, 32, 12), seed=2)

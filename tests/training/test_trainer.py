@@ -12,6 +12,8 @@ from napari_unet.training.trainer import lr_factor
 
 from .conftest import blob_pair, tiny_spec
 
+pytestmark = pytest.mark.slow  # every test here trains a network
+
 FAST = {"device": "cpu", "batch_size": 4, "val_every": 10, "augmentation": "none", "lr": 1e-2}
 
 

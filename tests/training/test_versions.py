@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from napari_unet.models import load_model, read_model_header, save_model
@@ -30,6 +31,7 @@ def _train(parent, spec, pair, slices, steps, replay_slices=()):
     return finetune(parent, spec, [data], replay=replay, config=TrainConfig(steps=steps, **FAST))
 
 
+@pytest.mark.slow
 def test_lineage_written_read_back_and_history(pair, tmp_path):
     spec = tiny_spec()
     first = _train(None, spec, pair, [1, 5], 3)
@@ -63,6 +65,7 @@ def test_lineage_written_read_back_and_history(pair, tmp_path):
     assert rolled_back.hash == h1
 
 
+@pytest.mark.slow
 def test_drift_flag(pair):
     spec = tiny_spec()
     image, labels = pair
@@ -76,6 +79,7 @@ def test_drift_flag(pair):
     assert not better.flagged and better.voxels == 4 * 32 * 32
 
 
+@pytest.mark.slow
 def test_kill_mid_save_leaves_previous_version_intact(pair, tmp_path):
     spec = tiny_spec()
     target = tmp_path / "model.safetensors"

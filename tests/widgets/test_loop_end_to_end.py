@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here trains a network
 
 
 def test_the_whole_loop_keeps_painted_voxels_and_the_scan_geometry(panel, tiny_scan, qtbot,

@@ -192,6 +192,7 @@ def test_a_new_labels_layer_never_shares_memory_with_another(panel, tiny_scan):
     assert not np.shares_memory(first.data, panel.session.workspace.labels)
 
 
+@pytest.mark.slow
 def test_stopping_a_fine_tune_keeps_the_best_model_so_far(panel, tiny_scan, qtbot):
     _open(panel, tiny_scan[0])
     panel.model_section.new_model(["ball"], spatial_dims=2)
