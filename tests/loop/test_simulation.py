@@ -11,7 +11,6 @@ from napari_unet.training.trainer import TrainConfig
 from tests.training.conftest import blob_pair, tiny_spec
 
 
-
 def test_slice_choice():
     assert evenly_spaced(np.arange(10, 20), 2) == [12, 17]
     scores = np.array([0, 9, 8, 1, 7, 0])
