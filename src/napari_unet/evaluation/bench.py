@@ -1,40 +1,50 @@
-"""Inference speed: napari_unet's predict_volume vs MONAI's sliding_window_inference.
+"""Inference speed: napari_unet's predict_volume against MONAI, with its defaults and as a
+knowledgeable user tunes it, side by side in one run.
 
-Both run the same network weights on the same synthetic CT-like volume:
+All methods run the same network weights on the same synthetic CT-like volume, on the
+same device, under the same dtype, and end in the same post-processing (argmax to
+uint8, `baselines.to_labels`):
 
-* network: ``preset_spec("unet")`` (MONAI UNet 16-32-64-128, batch norm) trained to
-  convergence by `train` (Dice+CE with batch-wide Dice, Adam, one-cycle learning rate
-  peaking at 1e-2, batch 8 of 32³ patches for 3000 steps 3D / of 96² slices for 3000
-  steps 2D) on 32 phantoms other than the test volume, to Dice ≥ 0.99 vs truth tile-free
-  on the test volume, and cached with its lineage (recipe, final loss, Dice vs truth) as
-  ``phantom-unet-{2,3}d.safetensors`` in a weights folder (``weights_dir``: the
-  repository's ``benchmarks/weights`` from ``benchmarks/bench_inference.py``, else a user
-  cache folder), so that reruns are fast and use the very same weights. A weak net (the
-  earlier 100-step one had Dice 0.5 vs truth; the 800-step batch-2 one 0.93) flips labels
-  on small context changes and measures tile-border noise, not the inference engine;
-  ``dice_net_truth`` in the results shows the net is a real segmenter of the phantom;
+* network: ``preset_spec("unet")`` (MONAI UNet 16-32-64-128, batch norm), trained to
+  convergence by `bench_nets.train` on 32 phantoms other than the test volume and
+  cached with its lineage (see `bench_nets`); ``dice_net_truth`` shows it is a real
+  segmenter of the phantom;
 * volume: a body ellipse (~40 HU, noise σ 20 HU) in air (-1000 HU) with bright
-  "organ" ellipsoids (+340 HU) and dark "lesion" ellipsoids (-210 HU) of fixed voxel size;
-* ours: ``predict_volume(model, spec, volume, device="cpu")`` end to end (normalisation,
-  tiling, stitching, argmax, label Volume);
-* MONAI 3D: the same CT normalisation on the whole volume, then
-  ``sliding_window_inference(x, roi_size=spec.patch_size, sw_batch_size=1, predictor=net)``
-  with every other argument at its default (overlap 0.25, mode "constant"), then argmax;
-* MONAI 2D: the slices along the through-plane axis as a batch ``(N, 1, H, W)`` through
-  ``sliding_window_inference`` with the same defaults (roi = the 2D patch), then argmax.
+  "organ" and dark "lesion" ellipsoids of fixed voxel size (`bench_nets.phantom`);
+* ``ours``: ``predict_volume(model, spec, volume, device=…, precision=…)`` end to end;
+* ``monai`` (defaults): the CT normalisation of the whole volume, then
+  ``sliding_window_inference(x, roi_size=spec.patch_size, sw_batch_size=1)`` with every
+  other argument at its default (overlap 0.25, mode "constant"); 2D: the slices along
+  the through-plane axis as a batch through the same call with the 2D patch;
+* ``monai_tuned``: 3D: ``sliding_window_inference`` with ``roi_size`` = our tile, and
+  with 128×128×64 (clipped to the volume), ``sw_batch_size`` = 4, cuDNN autotuning on
+  CUDA; 2D: whole slices straight through the net (`baselines.slices_batched`) in
+  batches of 4 and 16 (16 and 64 on a GPU). The fastest candidate is ``monai_tuned_s``;
+  all are listed under ``monai_tuned_candidates``.
 
-Each method runs in its own fresh process (``--worker``): load the weights file and the
-volume, warm up on a small crop, reset the kernel's peak-RSS mark, one timed call, then
-read the peak mark (VmHWM). Reported per case: seconds and voxels/s of each,
-speedup = monai_s / ours_s, Dice between the two label maps (mean over foreground classes,
-and per class), Dice of each against a tile-free reference (the whole volume / whole
-slices in one forward pass, no tile borders) and against the phantom's truth, the net's
-own tile-free Dice vs truth, peak resident-memory increase of each call and
-(input + model + increase) / (input + model), our tile and batch sizes. Every Dice is
-`evaluation.metrics.dice_per_class` (mean over the two foreground classes).
+Timing (`timing.timed_calls`): each method (each tuned candidate) in its own fresh
+process: load the weights and the volume, one warm-up call on the whole volume (its time
+is ``*_first_s``), then ``repeats`` (≥ 3) timed calls; ``*_s`` is their median and
+``*_runs_s`` all of them. CUDA is synchronised before and after every call; peak GPU
+memory is torch's ``max_memory_allocated`` above what was allocated before the call.
+Peak host memory: the kernel's peak-RSS mark is reset before every timed call and read
+after it (VmHWM), the largest increase is reported.
 
-Run: ``python benchmarks/bench_inference.py [--quick] [--retrain] [--json] [--out FILE]``
-or ``napari-unet bench [--quick] [--json]`` (both call `run_benchmark`).
+Arithmetic (`flops`): FLOPs per voxel of each net by torch's ``FlopCounterMode``; a
+method's effective GFLOP/s is one tile-free pass's FLOPs over the whole volume divided
+by its median time; the conv peak is a plain ``Conv3d``/``Conv2d`` (16–64 channels,
+3×3(×3)) timed in a fresh process of the same run, same device and dtype.
+
+Agreement: ``dice`` is ours vs MONAI defaults (DESIGN.md), ``dice_vs_tuned`` ours vs the
+fastest tuned candidate; each map is also compared with a tile-free reference (the whole
+volume, or whole slices, in one forward pass: no tile borders) and with the phantom's
+truth. Cases with ``tiled`` true cut the volume into several tiles, so
+``dice_ours_tilefree`` there tests the claim that our tiling gives the one-pass answer.
+Every Dice is `evaluation.metrics.dice_per_class` (mean over the two foreground classes).
+
+Run: ``python benchmarks/bench_inference.py [--quick] [--device cuda] [--repeats N]
+[--precision P] [--json] [--out FILE]`` or ``napari-unet bench [--quick] [--json]`` (both
+call `run_benchmark`).
 """
 
 from __future__ import annotations
@@ -59,12 +69,30 @@ from napari_unet.evaluation.bench_nets import (
 from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.evaluation.timing import machine, measure, worker
 
-QUICK = [("3d-128x128x64", "3d", (128, 128, 64)), ("2d-128x128x64", "2d", (128, 128, 64))]
-FULL = [("3d-512x512x128", "3d", (512, 512, 128)), ("2d-512x512x128", "2d", (512, 512, 128))]
+#: (name, mode, shape). ``3d-256x256x96`` is larger than one CPU tile: it really tiles.
+QUICK = [
+    ("3d-128x128x64", "3d", (128, 128, 64)),
+    ("3d-256x256x96", "3d", (256, 256, 96)),
+    ("2d-128x128x64", "2d", (128, 128, 64)),
+]
+#: The issue's 512×512×128 cases, and a 2D case whose slices need several tiles.
+FULL = [
+    ("3d-512x512x128", "3d", (512, 512, 128)),
+    ("2d-512x512x128", "2d", (512, 512, 128)),
+    ("2d-1536x1536x16", "2d", (1536, 1536, 16)),
+]
+#: Added on CUDA: the GPU targets' 512×512×300.
+GPU = [("3d-512x512x300", "3d", (512, 512, 300)), ("2d-512x512x300", "2d", (512, 512, 300))]
+#: The window a knowledgeable MONAI user tries besides our tile (clipped to the volume).
+TUNED_ROI = (128, 128, 64)
+TUNED_SW_BATCH = 4
 
 
-def _json_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean foreground Dice of two organ/lesion maps, rounded for the JSON (1.0: both empty)."""
+def _json_dice(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    """Mean foreground Dice of two organ/lesion maps, rounded for the JSON (1.0: both
+    empty; None when a map is missing)."""
+    if a is None or b is None:
+        return None
     m = mean_dice(dice_per_class(a, b, 3))
     return round(1.0 if m is None else m, 4)
 
@@ -82,10 +110,46 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _memory(m: dict, base: int) -> dict:
-    """Peak-RSS increase of one measurement and (base + increase) / base."""
-    inc = int(m["peak_rss"] - m["rss_before"])
-    return {"increase": inc, "ratio": round((base + inc) / base, 2), "exact": m["peak_reset"]}
+def tuned_candidates(mode: str, shape, our_tile, device: str) -> list[dict[str, Any]]:
+    """The tuned MONAI settings tried for a case (see the module docstring)."""
+    if mode == "2d":
+        return [{"batch": b} for b in ((16, 64) if device.startswith("cuda") else (4, 16))]
+    clipped = [min(r, -(-n // 8) * 8) for r, n in zip(TUNED_ROI, shape, strict=True)]
+    rois = [list(our_tile)] + ([clipped] if list(clipped) != list(our_tile) else [])
+    return [{"roi_size": roi, "sw_batch_size": TUNED_SW_BATCH} for roi in rois]
+
+
+def _candidate(m: dict, labels: np.ndarray, settings: dict, ours: np.ndarray) -> dict:
+    """One tuned candidate's figures for the JSON."""
+    return {
+        "settings": settings,
+        "median_s": round(m["median_s"], 3),
+        "runs_s": [round(x, 3) for x in m["seconds"]],
+        "dice_vs_ours": _json_dice(ours, labels),
+    }
+
+
+def _rate(gflop: float, seconds: float) -> float:
+    return round(gflop / seconds, 1)
+
+
+def _tile_free_or_none(net, spec, img, device: str, log: Log) -> np.ndarray | None:
+    """The tile-free reference, or None when it does not fit in memory."""
+    from napari_unet.inference.device import is_oom
+
+    try:
+        return tile_free(net.to(device), spec, img, device)
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        log(f"  tile-free reference skipped: out of memory ({str(e)[:80]})")
+        return None
+    finally:
+        net.cpu()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
 
 
 def run_case(
@@ -96,9 +160,12 @@ def run_case(
     *,
     weights_dir: str | os.PathLike | None = None,
     log: Log = print,
-) -> dict:
-    """One case: each method in its own fresh process (timing and peak memory), then the
-    Dice of the two label maps, of each against the tile-free reference and the truth.
+    repeats: int = 3,
+    precision: str = "fp32",
+    conv_peak: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One case: each method (and tuned candidate) in its own fresh process, then the
+    ratios, effective GFLOP/s and the Dice of the label maps.
 
     Args:
         name: the case's name in the results.
@@ -107,68 +174,106 @@ def run_case(
         device: torch device name.
         weights_dir: the benchmark nets' cache folder (see `bench_nets.benchmark_net`).
         log: called with progress lines.
+        repeats: timed calls per method after the warm-up.
+        precision: a `Precision` for every method.
+        conv_peak: the conv peak of this run for ``mode`` (`flops.conv_peak`), if any.
 
     Returns:
         The case's JSON-ready dict (DESIGN.md `bench` keys and more).
     """
     import tempfile
 
+    from napari_unet.evaluation.flops import flops_per_voxel
+
     dims = 3 if mode == "3d" else 2
     net, spec, lineage, weights = benchmark_net(dims, weights_dir=weights_dir, log=log)
     img, truth = phantom(shape, seed=42)
+    opts = {"repeats": repeats, "precision": precision}
     with tempfile.TemporaryDirectory() as tmp:
         volume = os.path.join(tmp, "volume.npy")
         np.save(volume, img)
-        m_ours, ours = measure("ours", weights, volume, tmp, device)
-        m_monai, ref = measure("monai", weights, volume, tmp, device)
-    # Tile-free reference: the whole volume (3D) or whole slices (2D) in one forward pass,
-    # so no tile borders at all. Shows how far each tiled answer is from it.
-    full = tile_free(net.to(device), spec, img, device)
-    ours_s, monai_s = m_ours["seconds"], m_monai["seconds"]
-    swi_s = m_monai["sliding_window_only_s"]
+        m_ours, ours = measure("ours", weights, volume, tmp, device, **opts)
+        m_monai, ref = measure("monai", weights, volume, tmp, device, **opts)
+        tuned = []
+        for i, settings in enumerate(tuned_candidates(mode, shape, m_ours["info"]["tile"], device)):
+            m, labels = measure("monai_tuned", weights, volume, tmp, device, settings=settings,
+                                tag=str(i), **opts)  # fmt: skip
+            tuned.append((m, labels, settings))
+    m_tuned, tuned_labels, tuned_settings = min(tuned, key=lambda t: t[0]["median_s"])
+    full = _tile_free_or_none(net, spec, img, device, log)
+    ours_s, monai_s, tuned_s = (m["median_s"] for m in (m_ours, m_monai, m_tuned))
     nvox = int(np.prod(shape))
+    fpv = flops_per_voxel(net, spec)
+    gflop = fpv * nvox / 1e9
+    peak = (conv_peak or {}).get("gflops")
     model_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
-    mo = _memory(m_ours, img.nbytes + model_bytes)
-    mm = _memory(m_monai, img.nbytes + model_bytes)
+    base = img.nbytes + model_bytes
     info = m_ours["info"]
-    return {
+    dtypes = {m["info"]["dtype"] for m in (m_ours, m_monai, m_tuned)}
+    case: dict[str, Any] = {
         "name": name,
         "mode": mode,
         "shape": list(shape),
         "device": info["device"],
         "ours_s": round(ours_s, 3),
         "monai_s": round(monai_s, 3),
+        "monai_tuned_s": round(tuned_s, 3),
+        "monai_tuned": tuned_settings,
         "speedup": round(monai_s / ours_s, 2),
-        "monai_sliding_window_only_s": round(swi_s, 3),
-        "speedup_vs_sliding_window_only": round(swi_s / ours_s, 2),
+        "speedup_vs_tuned": round(tuned_s / ours_s, 2),
         "dice": _json_dice(ours, ref),
+        "dice_vs_tuned": _json_dice(ours, tuned_labels),
+        "dice_per_class": _json_dice_per_class(ours, ref),
+        "ours_runs_s": [round(s, 3) for s in m_ours["seconds"]],
+        "monai_runs_s": [round(s, 3) for s in m_monai["seconds"]],
+        "monai_tuned_runs_s": [round(s, 3) for s in m_tuned["seconds"]],
+        "ours_first_s": round(m_ours["first_s"], 3),
+        "monai_first_s": round(m_monai["first_s"], 3),
+        "monai_tuned_first_s": round(m_tuned["first_s"], 3),
+        "monai_tuned_candidates": [_candidate(m, lab, s, ours) for m, lab, s in tuned],
+        "monai_args": "roi_size=spec.patch_size, sw_batch_size=1, defaults otherwise",
+        "monai_roi": list(spec.patch_size),
         "ours_voxels_per_s": round(nvox / ours_s),
         "monai_voxels_per_s": round(nvox / monai_s),
-        "dice_per_class": _json_dice_per_class(ours, ref),
+        "monai_tuned_voxels_per_s": round(nvox / tuned_s),
+        "flop_per_voxel": round(fpv, 1),
+        "gflop_per_pass": round(gflop, 2),
+        "ours_gflops": _rate(gflop, ours_s),
+        "monai_gflops": _rate(gflop, monai_s),
+        "monai_tuned_gflops": _rate(gflop, tuned_s),
+        "conv_peak_gflops": peak,
+        "ours_fraction_of_conv_peak": round(gflop / ours_s / peak, 3) if peak else None,
+        "monai_tuned_fraction_of_conv_peak": round(gflop / tuned_s / peak, 3) if peak else None,
         "dice_ours_tilefree": _json_dice(ours, full),
         "dice_monai_tilefree": _json_dice(ref, full),
+        "dice_monai_tuned_tilefree": _json_dice(tuned_labels, full),
         "dice_net_truth": _json_dice(full, truth),
-        "dice_net_truth_per_class": _json_dice_per_class(full, truth),
+        "dice_net_truth_per_class": None if full is None else _json_dice_per_class(full, truth),
         "dice_ours_truth": _json_dice(ours, truth),
         "dice_monai_truth": _json_dice(ref, truth),
-        "input_bytes": int(img.nbytes),
-        "model_bytes": int(model_bytes),
-        "ours_peak_rss_increase_bytes": mo["increase"],
-        "monai_peak_rss_increase_bytes": mm["increase"],
-        "ours_peak_over_input": round(mo["increase"] / img.nbytes, 2),
-        "ours_peak_over_input_plus_model": mo["ratio"],
-        "monai_peak_over_input_plus_model": mm["ratio"],
-        "peak_mark_reset": mo["exact"] and mm["exact"],
+        "tiled": info["n_tiles"] > 1,
         "ours_tile": info["tile"],
         "ours_batch_size": info["batch_size"],
         "ours_n_tiles": info["n_tiles"],
-        "precision": info["precision"],
-        "monai_roi": list(spec.patch_size),
-        "monai_args": "sw_batch_size=1, defaults otherwise",
+        "precision": info["dtype"],
+        "same_dtype": len(dtypes) == 1,
+        "input_bytes": int(img.nbytes),
+        "model_bytes": int(model_bytes),
+        "peak_mark_reset": all(m["peak_reset"] for m in (m_ours, m_monai, m_tuned)),
         "weights": _display_path(weights),
         "train_steps": lineage.get("steps"),
         "train_s": lineage.get("train_s"),
     }
+    for key, m in (("ours", m_ours), ("monai", m_monai), ("monai_tuned", m_tuned)):
+        inc = int(m["peak_rss_increase"])
+        case[f"{key}_peak_rss_increase_bytes"] = inc
+        case[f"{key}_peak_over_input_plus_model"] = round((base + inc) / base, 2)
+        case[f"{key}_peak_gpu_bytes"] = m["peak_gpu_bytes"]
+    case["ours_peak_over_input"] = round(case["ours_peak_rss_increase_bytes"] / img.nbytes, 2)
+    if mode == "2d":
+        case["ours_slices_per_s"] = round(shape[2] / ours_s, 1)
+        case["monai_tuned_slices_per_s"] = round(shape[2] / tuned_s, 1)
+    return case
 
 
 def run_benchmark(
@@ -180,11 +285,13 @@ def run_benchmark(
     weights_dir: str | os.PathLike | None = None,
     log: Log = print,
     partial: str | None = None,
+    repeats: int = 3,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run the benchmark cases; returns the JSON-ready result (DESIGN.md `bench` keys).
 
     Args:
-        quick: only the 128×128×64 cases.
+        quick: only the small cases (`QUICK`).
         device: torch device name.
         retrain: train the benchmark nets again first (minutes each on 2 CPU cores).
         cases: ``(name, mode, shape)`` triples instead of the standard ones.
@@ -192,34 +299,55 @@ def run_benchmark(
             (`bench_nets.default_weights_dir`), where they are trained on first use.
         log: called with progress lines.
         partial: a JSON file rewritten after every case.
+        repeats: timed calls per method after the warm-up (≥ 3 for a reported figure).
+        precision: a `Precision` for every method ("fp32" by default; "auto" resolves
+            as our engine does, and the baselines use the same dtype).
 
     Returns:
-        ``machine``, ``versions``, ``method`` and ``cases`` (see `run_case`).
+        ``machine``, ``versions``, ``method``, ``settings``, ``conv_peak``, ``cases``
+        (see `run_case`).
     """
     if retrain:
         for dims in (3, 2):
             benchmark_net(dims, weights_dir=weights_dir, retrain=True, log=log)
+    import tempfile
+
     import monai
     import torch
 
     from napari_unet.models.files import package_versions
 
-    chosen = cases or (QUICK if quick else QUICK + FULL)
+    gpu = GPU if device.startswith("cuda") else []
+    chosen = cases or (QUICK if quick else QUICK + FULL + gpu)
     out: dict[str, Any] = {
         "machine": machine(),
-        "versions": {**package_versions(), "monai": monai.__version__},
+        "versions": {**package_versions(), "monai": monai.__version__, "torch": torch.__version__},
         "method": METHOD,
+        "settings": {"device": device, "repeats": repeats, "precision": precision},
+        "conv_peak": {},
         "cases": [],
     }
-    out["versions"]["torch"] = torch.__version__
+    if device.startswith("cuda"):
+        out["machine"]["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in sorted({m for _, m, _ in chosen}, reverse=True):
+            r, _ = measure("conv_peak", "", "", tmp, device, precision=precision,
+                           settings={"dims": 3 if mode == "3d" else 2})  # fmt: skip
+            out["conv_peak"][mode] = r["info"]
+            log(f"conv peak {mode} on {device}: {r['info']['gflops']} GFLOP/s {r['info']}")
     for name, mode, shape in chosen:
-        log(f"running {name} on {device} …")
-        case = run_case(name, mode, shape, device, weights_dir=weights_dir, log=log)
+        log(f"running {name} on {device} ({repeats} timed runs each after a warm-up) …")
+        case = run_case(name, mode, shape, device, weights_dir=weights_dir, log=log,
+                        repeats=repeats, precision=precision,
+                        conv_peak=out["conv_peak"].get(mode))  # fmt: skip
         log(
-            f"  ours {case['ours_s']} s, MONAI {case['monai_s']} s, speedup {case['speedup']}×, "
-            f"Dice {case['dice']} (tile-free: ours {case['dice_ours_tilefree']}, MONAI "
-            f"{case['dice_monai_tilefree']}; net vs truth {case['dice_net_truth']}), "
-            f"peak +{case['ours_peak_rss_increase_bytes'] / 2**20:.0f} MiB "
+            f"  ours {case['ours_s']} s; MONAI defaults {case['monai_s']} s "
+            f"({case['speedup']}×); MONAI tuned {case['monai_tuned_s']} s "
+            f"({case['speedup_vs_tuned']}×, {case['monai_tuned']}); Dice {case['dice']} / "
+            f"tuned {case['dice_vs_tuned']}; tiled {case['tiled']} ({case['ours_n_tiles']} "
+            f"tiles), Dice ours vs tile-free {case['dice_ours_tilefree']}; ours "
+            f"{case['ours_gflops']} GFLOP/s = {case['ours_fraction_of_conv_peak']} of the "
+            f"conv peak; peak +{case['ours_peak_rss_increase_bytes'] / 2**20:.0f} MiB "
             f"(input {case['input_bytes'] / 2**20:.0f} MiB)"
         )
         out["cases"].append(case)
@@ -230,13 +358,27 @@ def run_benchmark(
 
 
 METHOD = {
-    "timing": "each method in its own fresh process (same weights file, same volume), after a "
-    "warm-up on a 48x48x24 crop; one timed call each",
-    "memory": "in the fresh worker process: peak RSS mark reset (Linux /proc/self/clear_refs "
-    "5) just before the call, then VmHWM (/proc/self/status) after it, minus VmRSS before it "
-    "(the input volume and the model are already resident). Not ru_maxrss: after fork/exec it "
-    "keeps the parent's RSS as a floor that the reset does not lower. "
-    "*_peak_over_input_plus_model = (input + model + increase) / (input + model)",
+    "timing": "each method (each tuned candidate) in its own fresh process (same weights "
+    "file, same volume, device and dtype): one warm-up call on the whole volume, then "
+    "`repeats` timed calls; *_s is their median, *_runs_s all of them, *_first_s the "
+    "warm-up call; CUDA synchronised before and after every call",
+    "baselines": "monai = sliding_window_inference(roi_size=spec.patch_size, "
+    "sw_batch_size=1, other arguments at their defaults); monai_tuned = the fastest of "
+    "monai_tuned_candidates: 3D sliding_window_inference with roi_size = our tile and "
+    f"{list(TUNED_ROI)} (clipped to the volume), sw_batch_size={TUNED_SW_BATCH}, cuDNN "
+    "autotuning on CUDA; 2D whole slices batched straight through the net. Every method "
+    "ends in the same argmax to uint8 (napari_unet.inference.stitch.argmax0); speedup = "
+    "monai_s / ours_s, speedup_vs_tuned = monai_tuned_s / ours_s",
+    "memory": "peak RSS mark reset (Linux /proc/self/clear_refs 5) before every timed "
+    "call, then VmHWM (/proc/self/status) after it, minus VmRSS before it (the input "
+    "volume and the model are already resident); the largest of the timed calls. "
+    "*_peak_over_input_plus_model = (input + model + increase) / (input + model). "
+    "*_peak_gpu_bytes: torch.cuda.max_memory_allocated above the allocation before the call",
+    "flops": "flop_per_voxel: torch.utils.flop_counter.FlopCounterMode over one forward "
+    "pass (multiply-add = 2); gflop_per_pass = flop_per_voxel x voxels (one tile-free "
+    "pass); *_gflops = gflop_per_pass / median seconds; conv_peak: plain Conv3d/Conv2d "
+    "c->c (c = 16, 32, 64; 128 measured no faster), 3x3(x3), median of 3 timed calls, "
+    "in a fresh process of this run, same device and dtype",
     "net": "preset 'unet' trained by napari_unet.evaluation.bench_nets.train on "
     f"{TRAIN_PHANTOMS} other phantoms; weights cached in the folder named by 'weights'; "
     "dice_net_truth = its tile-free label map vs the phantom's truth",
@@ -246,8 +388,10 @@ METHOD = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the small cases")
-    parser.add_argument("--full-only", action="store_true", help="only the 512×512×128 cases")
+    parser.add_argument("--full-only", action="store_true", help="only the large cases")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after a warm-up")
+    parser.add_argument("--precision", default="fp32", help="fp32 (default), auto, bf16, fp16")
     parser.add_argument("--retrain", action="store_true", help="retrain the cached nets")
     parser.add_argument(
         "--weights-dir",
@@ -256,10 +400,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--note", help="free text stored in the JSON (e.g. machine load)")
     parser.add_argument("--json", action="store_true", help="print the JSON result")
     parser.add_argument("--out", help="write the JSON result to this file")
-    parser.add_argument("--worker", choices=["ours", "monai"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--volume", help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
     return parser
 
 
@@ -276,18 +421,32 @@ def main(argv: list[str] | None = None, *, weights_dir: str | os.PathLike | None
     """
     args = _parser().parse_args(argv)
     if args.worker:
-        r = worker(args.worker, args.weights, args.volume, args.labels_out, args.device)
+        r = worker(args.worker, args.weights, args.volume, args.labels_out, args.device,
+                   repeats=args.repeats, precision=args.precision,
+                   settings=json.loads(args.settings))  # fmt: skip
         print(json.dumps(r))
         return 0
+    if args.repeats < 1:
+        print("bench: --repeats must be >= 1", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print("bench: --device cuda but torch sees no CUDA GPU", file=sys.stderr)
+            return 2
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+    full = FULL + (GPU if args.device.startswith("cuda") else [])
     result = run_benchmark(
         quick=args.quick,
         device=args.device,
         retrain=args.retrain,
-        cases=FULL if args.full_only else None,
+        cases=full if args.full_only else None,
         weights_dir=args.weights_dir or weights_dir,
         partial=args.out,
         log=log,
+        repeats=args.repeats,
+        precision=args.precision,
     )
     if args.note:
         result["note"] = args.note
