@@ -24,7 +24,7 @@ class FinetuneCurve(CurvePlot):
     def __init__(self, parent=None) -> None:
         super().__init__({"loss": "#ff7f50", "val Dice": "#3cb371"}, parent)
         self.kept: tuple[float, float] | None = None
-        self.setMinimumHeight(110)
+        self.setMinimumHeight(120)
 
     def clear(self) -> None:
         self.kept = None
@@ -38,7 +38,6 @@ class FinetuneCurve(CurvePlot):
     def paintEvent(self, event) -> None:  # Qt override
         painter = QPainter(self)
         painter.fillRect(self.rect(), BACKGROUND)
-        w, h = self.width() - 8, self.height() - 20
         xs = [x for values in self.points.values() for x, _ in values]
         if not xs:
             painter.setPen(QColor("#888888"))
@@ -47,32 +46,57 @@ class FinetuneCurve(CurvePlot):
         x0, x1 = min(xs), max(max(xs), min(xs) + 1)
         if self.kept is not None:
             x1 = max(x1, self.kept[0])
+        # the legend above the curves and the step labels below: no text over a line
+        legend = self._legend()
+        metrics = painter.fontMetrics()
+        rows, x = 1, 8
+        for text, _ in legend:
+            width = metrics.horizontalAdvance(text)
+            if x > 8 and x + width > self.width() - 4:
+                rows, x = rows + 1, 8
+            x += width + 16
+        top = 6 + 14 * rows
+        w, h = self.width() - 8, self.height() - top - 18
 
         def to_screen(x: float, y: float, y0: float, y1: float) -> QPointF:
-            return QPointF(4 + w * (x - x0) / (x1 - x0), 4 + h * (1 - (y - y0) / (y1 - y0)))
+            return QPointF(4 + w * (x - x0) / (x1 - x0), top + h * (1 - (y - y0) / (y1 - y0)))
 
-        legend_y = 14
         for name, values in self.points.items():
             kept = self.kept if name == "val Dice" else None
-            if not values and kept is None:
+            ys = [y for _, y in values] + ([kept[1]] if kept else [])
+            if not ys:
                 continue
-            ys = [y for _, y in values] or [kept[1]]
             y0, y1 = min(min(ys), 0.0), max(max(ys), 1.0)
-            painter.setPen(QPen(self.colors[name], 1.5))
             if values:
+                painter.setPen(QPen(self.colors[name], 1.5))
                 painter.drawPolyline(QPolygonF([to_screen(x, y, y0, y1) for x, y in values]))
-            text = f"{name} {ys[-1]:.3f}"
             if kept is not None:  # the version's Dice, where its state was kept
                 painter.setPen(QPen(QColor("#ffffff"), 2))
                 painter.drawEllipse(to_screen(*kept, y0, y1), 5, 5)
-                painter.setPen(QPen(self.colors[name], 1.5))
-                text = f"{name} {kept[1]:.3f}, kept (step {kept[0]:.0f})"
-            elif name == "val Dice":
-                text += " (latest)"
-            painter.drawText(8, legend_y, text)
-            legend_y += 14
+        x, y = 8, 14
+        for text, color in legend:
+            width = metrics.horizontalAdvance(text)
+            if x > 8 and x + width > self.width() - 4:
+                x, y = 8, y + 14
+            painter.setPen(color)
+            painter.drawText(x, y, text)
+            x += width + 16
         painter.setPen(TEXT)
         painter.drawText(8, self.height() - 4, f"step {x0:.0f}")
         right = f"step {x1:.0f}"
-        painter.drawText(self.width() - 8 - painter.fontMetrics().horizontalAdvance(right),
+        painter.drawText(self.width() - 8 - metrics.horizontalAdvance(right),
                          self.height() - 4, right)  # fmt: skip
+
+    def _legend(self) -> list[tuple[str, QColor]]:
+        """``(text, colour)`` per curve: the latest value, or the kept state's Dice."""
+        entries = []
+        for name, values in self.points.items():
+            kept = self.kept if name == "val Dice" else None
+            if kept is not None:
+                entries.append(
+                    (f"{name} {kept[1]:.3f}, kept (step {kept[0]:.0f})", self.colors[name])
+                )
+            elif values:
+                latest = " (latest)" if name == "val Dice" else ""
+                entries.append((f"{name} {values[-1][1]:.3f}{latest}", self.colors[name]))
+        return entries

@@ -142,8 +142,10 @@ class JobProgressBar(QWidget):
 
 
 def format_seconds(seconds: float) -> str:
-    """``"42 s"``, ``"3 min 05 s"``."""
+    """``"0.4 s"``, ``"42 s"``, ``"3 min 05 s"``."""
     seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     minutes, rest = divmod(round(seconds), 60)
