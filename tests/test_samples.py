@@ -114,3 +114,71 @@ def test_make_sample_data_regenerates_the_committed_files(tmp_path):
     for old in sorted(SERIES.iterdir()):
         new = tmp_path / "ct_abdomen_dicom" / old.name
         assert pydicom.dcmread(new) == pydicom.dcmread(old), old.name
+
+
+# ---- test-only variants (the learning benchmark's volumes that never chose the recipe) ---
+
+
+def _world_centroid(labels, value=1):
+    idx = np.argwhere(labels.array == value).mean(axis=0)
+    return (labels.affine @ np.r_[idx, 1.0])[:3]
+
+
+def test_variants_are_deterministic():
+    from napari_unet.samples.variants import VARIANT_KEYS, load_variant
+
+    for key in VARIANT_KEYS:
+        a, b = load_variant(key), load_variant(key)
+        assert a.key == key
+        np.testing.assert_array_equal(a.image.array, b.image.array)
+        np.testing.assert_array_equal(a.labels.array, b.labels.array)
+        np.testing.assert_array_equal(a.image.affine, a.labels.affine)
+    with pytest.raises(KeyError, match="unknown variant"):
+        load_variant("mr_brain")
+
+
+def test_mr_variant_has_thick_reoriented_slices_bias_and_noise_on_the_same_anatomy():
+    from napari_unet.samples.variants import make_mr_thick_noisy
+
+    base, v = load_sample("mr_brain"), make_mr_thick_noisy()
+    assert v.image.shape == (58, 197, 189) and v.image.array.dtype == np.float32
+    np.testing.assert_allclose(v.image.spacing, (4.0, 1.0, 1.0))
+    assert v.image.through_plane_axis == 0 and v.image.orientation not in ("RAS", "LPS")
+    # the affine follows the array: white matter sits where it was, in world mm
+    shift = _world_centroid(v.labels) - _world_centroid(base.labels)
+    assert np.linalg.norm(shift) < 1.0
+    assert 0.8 < v.labels.array.mean() / base.labels.array.mean() < 1.2
+
+    # bias field: white matter's median differs between the volume's octants (the
+    # clean template: within 5 %)
+    def octant_ratio(s, offset=0.0):
+        a, wm = s.image.array - offset, s.labels.array == 1
+        medians = []
+        for corner in np.ndindex(2, 2, 2):
+            box = tuple(
+                slice(h * n // 2, (h + 1) * n // 2) for h, n in zip(corner, a.shape, strict=True)
+            )
+            medians.append(np.median(a[box][wm[box]]))
+        return max(medians) / min(medians)
+
+    assert octant_ratio(base) < 1.06 and octant_ratio(v, offset=200.0) > 1.12
+    # Rician noise: the background is no longer constant (values above the 200 offset)
+    corner = v.image.array[:5, :10, :10]
+    assert corner.std() > 1.0 and corner.min() >= 200.0
+
+
+def test_ct_variant_has_a_small_fluid_class_next_to_the_liver():
+    from scipy import ndimage
+
+    from napari_unet.samples.variants import make_ct_abdomen_fluid
+
+    v, base = make_ct_abdomen_fluid(), load_sample("ct_abdomen")
+    lab, hu = v.labels.array, v.image.array
+    assert v.label_names == ["liver", "kidney", "spleen", "gallbladder"]
+    assert set(np.unique(lab)) == {0, 1, 2, 3, 4} and hu.dtype == np.int16
+    assert not np.array_equal(hu, base.image.array)  # another seed: other shapes
+    gallbladder, liver = lab == 4, lab == 1
+    assert 300 < gallbladder.sum() < 0.02 * liver.sum()  # small next to a large class
+    assert (ndimage.binary_dilation(gallbladder) & liver).sum() > 100  # touching it
+    assert -15 < np.median(hu[gallbladder]) < 25 < 45 < np.median(hu[liver]) < 80
+    assert gallbladder.any(axis=(0, 1)).sum() >= 5  # seen on several axial slices
