@@ -7,6 +7,7 @@ exact voxel grid and affine.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,11 @@ PERCENTILE_PRESETS = {
     "full range (min–max)": (0.0, 100.0),
 }
 DEFAULT_AUTO = "auto (0.5–99.5 %)"
-#: Words in a layer's name that mark a label map, mask or derived map (never a scan).
-LABEL_MAP_WORDS = ("label", "mask", "seg", "tissue", "parc", "atlas", "uncertain", "prob",
-                   "roi", "truth", "reference", "annotation")  # fmt: skip
+#: Parts of words in a layer's name that mark a label map, mask or derived map (never a
+#: scan): labels, mask, segmentation/dseg/aseg, tissue map, aparc, uncertainty …
+LABEL_MAP_PARTS = ("label", "mask", "seg", "tissue", "parc", "uncertain", "probab", "annotat")
+#: Whole words that do the same (short ones are only matched whole).
+LABEL_MAP_WORDS = ("roi", "prob", "probs", "truth", "gt")
 #: An integer image with at most this many distinct values is a label map.
 LABEL_MAP_MAX_VALUES = 32
 
@@ -111,14 +114,17 @@ def is_label_map(name: str, data: Any, metadata: dict[str, Any] | None) -> bool:
     """Whether an image layer holds labels rather than a scan.
 
     A layer is a label map when its metadata carries label names, its name says so
-    (`LABEL_MAP_WORDS`: labels, mask, segmentation, tissue map, uncertainty …), or its
-    voxels are integers taking at most `LABEL_MAP_MAX_VALUES` values (on a sample).
+    (`LABEL_MAP_PARTS`, `LABEL_MAP_WORDS`: labels, mask, segmentation, tissue map,
+    uncertainty …; "atlas" does not: a CT brain atlas is a scan), or its voxels are
+    integers taking at most `LABEL_MAP_MAX_VALUES` values (on a sample).
     """
     meta = (metadata or {}).get(METADATA_KEY) or {}
     if meta.get("label_names") or meta.get("kind") in ("labels", "uncertainty"):
         return True
-    lowered = str(name).lower()
-    if any(word in lowered for word in LABEL_MAP_WORDS):
+    words = re.split(r"[^a-z0-9]+", str(name).lower())
+    if any(part in word for word in words for part in LABEL_MAP_PARTS):
+        return True
+    if any(word in LABEL_MAP_WORDS for word in words):
         return True
     array = np.asarray(data[tuple(slice(None, None, max(1, n // 64)) for n in data.shape)])
     if array.dtype.kind == "b":

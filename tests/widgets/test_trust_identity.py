@@ -61,7 +61,7 @@ def test_opening_a_t1_then_a_label_map_keeps_the_t1_as_the_scan(panel, tmp_path)
 
 def test_a_second_scan_is_used_only_when_the_user_chooses_it(panel, tmp_path):
     first = _open(panel.viewer, _t1(tmp_path, "t1.nii.gz")[0])
-    second = _open(panel.viewer, _t1(tmp_path, "flair.nii.gz")[0])
+    second = _open(panel.viewer, _t1(tmp_path, "ct_brain_atlas.nii.gz")[0])  # a scan too
     assert panel.session.image_layer is first
     combo = panel.scan_combo
     combo.setCurrentIndex(1)
