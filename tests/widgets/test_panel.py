@@ -95,7 +95,8 @@ def test_accept_and_next_slice_to_review(panel, tiny_scan, monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     panel.review_section.accept_button.click()
     assert session.reviewed_display() == [7]
-    assert "Reviewed 1 of 10 slices: 7" in panel.review_section.summary.text()
+    k = int(session.geometry.to_native_index(session.workspace.slice_axis, 7))
+    assert f"Reviewed 1 of 10 slices (k in the file): {k}" in panel.review_section.summary.text()
     session.loop.last_uncertainty = np.zeros(session.workspace.image.shape, np.float32)
     native = int(session.geometry.to_native_index(session.workspace.slice_axis, 2))
     session.last_uncertainty[:, :, native] = 0.9  # display slice 2 is the most uncertain

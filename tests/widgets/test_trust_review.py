@@ -72,7 +72,9 @@ def test_undo_of_a_stroke_unreviews_its_slice_and_redo_reviews_it_again(panel, t
     assert session.reviewed_display() == [3, 5]
     labels.undo()  # the stroke that made slice 5 reviewed
     assert session.reviewed_display() == [3] and labels.data[5, 10, 12] == 0
-    assert "Reviewed 1 of 10 slices: 3" in panel.review_section.summary.text()
+    k = sorted(session.loop.reviewed)[0]  # listed by the file's slice index, as Slicer does
+    assert k == int(session.geometry.to_native_index(session.workspace.slice_axis, 3))
+    assert f"Reviewed 1 of 10 slices (k in the file): {k}" in panel.review_section.summary.text()
     labels.redo()
     assert session.reviewed_display() == [3, 5]
     labels.redo()
@@ -136,7 +138,8 @@ def test_unreview_from_the_strip_and_with_the_shortcut(panel, tiny_scan, monkeyp
     strip.resize(200, 22)
     x = int((4 + 0.5) * strip.width() / strip.n)
     qtbot.mouseClick(strip, Qt.MouseButton.RightButton, pos=QPoint(x, 10))
-    assert offered == ["Go to slice 4", "Un-review slice 4"]
+    k = int(session.geometry.to_native_index(session.workspace.slice_axis, 4))  # file index
+    assert offered == [f"Go to slice {k}", f"Un-review slice {k}"]
     assert session.reviewed_display() == [7]
     assert labels.data[4, 10, 12] == 1  # the labels stay; the next Run may predict it
 

@@ -127,8 +127,9 @@ class SliceStrip(QWidget):
     def show_menu(self, index: int, where=None) -> None:
         """The slice's menu: go to it; un-review it (when reviewed)."""
         menu = QMenu(self)
-        go = menu.addAction(f"Go to slice {index}")
-        unreview = menu.addAction(f"Un-review slice {index}")
+        name = self.label_for(index) if getattr(self, "label_for", None) else index
+        go = menu.addAction(f"Go to slice {name}")
+        unreview = menu.addAction(f"Un-review slice {name}")
         unreview.setEnabled(index in self.reviewed and self.on_unreview is not None)
         chosen = menu.exec(where if where is not None else self.mapToGlobal(self.rect().center()))
         if chosen is go and self.on_click is not None:

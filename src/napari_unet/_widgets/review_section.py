@@ -74,10 +74,18 @@ class ReviewSection(QGroupBox):
             per_slice = [native[int(session.geometry.to_native_index(ws.slice_axis, d))]
                          for d in range(ws.n_slices)]  # fmt: skip
         self.strip.set_state(ws.n_slices, reviewed, session.current_display_slice(), per_slice)
-        shown = ", ".join(map(str, reviewed[:12])) + (" …" if len(reviewed) > 12 else "")
+        self.strip.label_for = self._file_index
+        in_file = sorted(ws.reviewed)  # the file's own slice indices, as other viewers show
+        shown = ", ".join(map(str, in_file[:12])) + (" …" if len(in_file) > 12 else "")
         self.summary.setText(
-            f"Reviewed {len(reviewed)} of {ws.n_slices} slices" + (f": {shown}" if shown else "")
+            f"Reviewed {len(in_file)} of {ws.n_slices} slices"
+            + (f" (k in the file): {shown}" if shown else "")
         )
+
+    def _file_index(self, display_index: int) -> int:
+        """The file's slice index (native, along the slice axis) of a display slice."""
+        session = self.session
+        return int(session.geometry.to_native_index(session.workspace.slice_axis, display_index))
 
     def _accept(self) -> None:
         """Accept the slice on screen as correct; ask first if it may not be."""
@@ -90,17 +98,18 @@ class ReviewSection(QGroupBox):
         index = session.current_display_slice()
         doubts = session.accept_doubts(index)
         if doubts and not self._confirm_accept(index, doubts):
-            show_info(f"slice {index} left unreviewed")
+            show_info(f"slice k = {self._file_index(index)} left unreviewed")
             return
         session.accept_display_slice(index)
-        show_info(f"slice {index} accepted as reviewed")
+        show_info(f"slice k = {self._file_index(index)} accepted as reviewed")
 
     def _confirm_accept(self, index: int, doubts: list[str]) -> bool:
         reasons = "\n".join(f"• {doubt}" for doubt in doubts)
         answer = QMessageBox.question(
             self,
             "Accept slice anyway?",
-            f"You have not edited slice {index}, and\n{reasons}\n\nAccepting it teaches "
+            f"You have not edited slice k = {self._file_index(index)}, and\n{reasons}\n\n"
+            "Accepting it teaches "
             "the model these labels as they are. Accept anyway?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No,
@@ -111,7 +120,7 @@ class ReviewSection(QGroupBox):
         """Slice ``index`` (display) is not reviewed any more: fine-tuning ignores it and
         the next Run predicts it again."""
         self.session.unreview_display([index])
-        show_info(f"slice {index} is not reviewed any more")
+        show_info(f"slice k = {self._file_index(index)} is not reviewed any more")
 
     def _unreview_current(self) -> None:
         session = self.session
@@ -119,7 +128,7 @@ class ReviewSection(QGroupBox):
             return
         index = session.current_display_slice()
         if index not in session.reviewed_display():
-            show_info(f"slice {index} is not reviewed")
+            show_info(f"slice k = {self._file_index(index)} is not reviewed")
             return
         self.unreview(index)
 
