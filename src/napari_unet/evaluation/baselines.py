@@ -106,8 +106,8 @@ def slices_batched(net, spec, image: np.ndarray, device: torch.device, dtype, *,
     (zero-padded to the net's size divisor, cropped back), cuDNN autotuning on CUDA."""
     from napari_unet.models.build import size_divisor
 
-    if spec.spatial_dims != 2:
-        raise ValueError("slices_batched is for 2D models")
+    if spec.spatial_dims != 2 or spec.in_channels != 1:
+        raise ValueError("slices_batched is for 2D models of one input channel (no context)")
     div = size_divisor(spec)
     old = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"
