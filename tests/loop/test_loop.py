@@ -127,3 +127,17 @@ def test_export_never_replaces_the_scan(tmp_path):
     loop = Loop(load_volume(scan))
     with pytest.raises(InputError, match="is also an input"):
         loop.export(scan, overwrite=True)
+
+
+def test_a_planned_merge_leaves_slices_reviewed_after_planning():
+    image, _ = blob_pair(shape=(8, 9, 5))
+    loop = Loop(image)
+    prediction = np.ones(image.shape, np.uint8)
+    planned = loop.plan_merge(prediction)  # e.g. in the worker, while the user paints
+    assert not loop.labels.any()  # planning writes nothing
+    loop.labels[..., 3] = 2  # the user corrects slice 3 meanwhile
+    loop.mark_reviewed([3])
+    edit = loop.merge(prediction, planned=planned)
+    assert (loop.labels[..., 3] == 2).all()  # the newest correction wins
+    assert (loop.labels[..., [0, 1, 2, 4]] == 1).all()
+    assert set(np.unique(edit.index[2])) == {0, 1, 2, 4}

@@ -342,7 +342,7 @@ class LoopSession:
         return int(self.geometry.to_display_index(self.workspace.slice_axis, native))
 
     # --- predictions ----------------------------------------------------------------------
-    def merge_prediction(self, prediction, *, only=None) -> int:
+    def merge_prediction(self, prediction, *, only=None, planned=None) -> int:
         """Merge a `Prediction` into the labels layer as ONE undo step; returns voxels changed.
 
         The loop decides what to write (unreviewed slices only, the reviewed set read
@@ -364,7 +364,7 @@ class LoopSession:
             finally:
                 self._merging = False
 
-        edit = self.loop.merge(prediction, only=only, writer=write)
+        edit = self.loop.merge(prediction, only=only, writer=write, planned=planned)
         if self._merge_item is not None:
             self._remember(self._merge_item, writer=(writer_before, self.loop.labels_writer))
         self.dirty = True

@@ -158,11 +158,15 @@ class SegmentSection(QGroupBox):
                 return None
 
         def job():
-            return (yield from predict)
+            prediction = yield from predict
+            only = loop.empty_slices() if into == ONLY_EMPTY else None
+            # the comparison over the whole volume, here in the worker: on the GUI
+            # thread it froze the window for ~2 s (benchmarks/bench_gui_stall.py)
+            return prediction, only, loop.plan_merge(prediction, only=only)
 
-        def done(prediction) -> None:
-            only = loop.empty_slices() if into == ONLY_EMPTY else None  # empty now
-            changed = session.merge_prediction(prediction, only=only)
+        def done(result) -> None:
+            prediction, only, planned = result
+            changed = session.merge_prediction(prediction, only=only, planned=planned)
             if prediction.uncertainty is not None:
                 self._keep_uncertainty(loop.last_uncertainty)
             for message in prediction.messages:

@@ -457,12 +457,21 @@ class Loop:
                           batch_size=batch_size, stop=stop)  # fmt: skip
         return self._guarded(_signed(job, model.hash))
 
+    def plan_merge(self, prediction: Any, *, only: Iterable[int] | None = None) -> Edit:
+        """What `merge` would write, computed without writing (safe in a worker thread:
+        it only reads the labels). Pass it to `merge` as ``planned``; slices reviewed in
+        between are then left out, so the user's newest corrections still win."""
+        return merge_unreviewed(self.labels, _label_array(prediction),
+                                reviewed=set(self.workspace.reviewed),
+                                slice_axis=self.slice_axis, only=only, write=False)  # fmt: skip
+
     def merge(
         self,
         prediction: Any,
         *,
         only: Iterable[int] | None = None,
         writer: Callable[[Edit], None] | None = None,
+        planned: Edit | None = None,
     ) -> Edit:
         """Write a prediction into the labels on unreviewed slices (read now, so slices
         reviewed while it ran are kept). Returns the `Edit` (one undo step).
@@ -475,12 +484,17 @@ class Loop:
                 stays what it was.
             writer: applies the Edit to the labels itself (the panel records it in
                 napari's undo history); None writes it here.
+            planned: the Edit `plan_merge` computed for this prediction (and ``only``)
+                off the GUI thread; only what became reviewed since is dropped here.
         """
-        labels_array = getattr(prediction, "labels", prediction)
-        array = np.asarray(getattr(labels_array, "array", labels_array))
-        edit = merge_unreviewed(self.labels, array, reviewed=self.workspace.reviewed,
-                                slice_axis=self.slice_axis, only=only,
-                                write=writer is None)  # fmt: skip
+        if planned is None:
+            edit = merge_unreviewed(self.labels, _label_array(prediction),
+                                    reviewed=self.workspace.reviewed, slice_axis=self.slice_axis,
+                                    only=only, write=writer is None)  # fmt: skip
+        else:
+            edit = planned.without_slices(self.workspace.reviewed, self.slice_axis)
+            if writer is None:
+                edit.redo(self.labels)
         if writer is not None:
             writer(edit)
         unc = getattr(prediction, "uncertainty", None)
@@ -662,3 +676,9 @@ class _BusyJob:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+def _label_array(prediction: Any) -> np.ndarray:
+    """The label array of a `Prediction`, a label `Volume` or an array."""
+    labels = getattr(prediction, "labels", prediction)
+    return np.asarray(getattr(labels, "array", labels))

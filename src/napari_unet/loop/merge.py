@@ -33,6 +33,17 @@ class Edit:
     def voxels(self) -> int:
         return int(self.old.size)
 
+    def without_slices(self, slices: Iterable[int], axis: int) -> Edit:
+        """The same Edit less its voxels on ``slices`` along ``axis``."""
+        drop = [int(i) for i in slices]
+        if not drop or not self.voxels:
+            return self
+        keep = ~np.isin(self.index[axis], drop)
+        if keep.all():
+            return self
+        index = tuple(a[keep] for a in self.index)
+        return Edit(index, self.old[keep], self.new[keep])  # type: ignore[arg-type]
+
     def undo(self, labels: np.ndarray) -> None:
         labels[self.index] = self.old
 
