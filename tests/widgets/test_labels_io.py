@@ -245,3 +245,22 @@ def test_malformed_label_files_give_a_notification_naming_them(
     assert len(errors) == 2
     assert all(str(path) in e and fragment in e and "\n" not in e for e in errors)
     assert len(viewer.layers) == 1
+
+
+def test_open_labels_button_makes_the_file_the_loops_labels(
+    panel, tiny_scan, tmp_path, monkeypatch
+):
+    from qtpy.QtWidgets import QFileDialog
+
+    scan_path = tiny_scan[0]
+    labels_path = tmp_path / "colleague.nii.gz"
+    truth = tiny_scan[1]
+    img = nib.load(scan_path)
+    nib.save(nib.Nifti1Image(truth.astype(np.uint8), img.affine), labels_path)
+    panel.viewer.open(str(scan_path), plugin="napari-unet")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(labels_path), ""))
+    panel.segment_section.open_labels_button.click()
+    layer = panel.session.labels_layer
+    assert layer is not None and layer.name == "colleague"
+    np.testing.assert_array_equal(panel.session.loop.labels, truth)
+    assert panel.segment_section.labels_combo.currentText() == "colleague"

@@ -68,6 +68,12 @@ class SegmentSection(QGroupBox):
         target = QHBoxLayout()
         target.addWidget(QLabel("Labels"))
         target.addWidget(self.labels_combo, 1)
+        self.open_labels_button = QPushButton("Open labels…")
+        self.open_labels_button.setToolTip(
+            "An existing segmentation (NIfTI, NRRD, .seg.nrrd, DICOM SEG, RTSTRUCT) on this "
+            "scan's grid becomes the loop's labels"
+        )
+        target.addWidget(self.open_labels_button)
         row = QHBoxLayout()
         for widget in (QLabel("Device"), self.device_combo, self.uncertainty_check):
             row.addWidget(widget)
@@ -84,6 +90,7 @@ class SegmentSection(QGroupBox):
         self.cancel_button.clicked.connect(self.cancel)
         self.show_uncertainty_button.clicked.connect(self.show_uncertainty)
         self.labels_combo.activated.connect(self._labels_chosen)
+        self.open_labels_button.clicked.connect(self._open_labels_clicked)
         self.device_combo.currentTextChanged.connect(self._device_chosen)
         session.changed.connect(self.refresh_labels_choices)
         layers = session.viewer.layers.events
@@ -108,6 +115,17 @@ class SegmentSection(QGroupBox):
         self.session.device = device
         if self.session.loop is not None:
             self.session.loop.device = device
+
+    def _open_labels_clicked(self) -> None:
+        from napari_unet._widgets.open_labels import open_labels_dialog
+
+        try:
+            self.session.require_image()
+        except InputError as e:
+            show_error(str(e))
+            return
+        if open_labels_dialog(self.session.viewer, self, session=self.session) is not None:
+            self.refresh_labels_choices()
 
     def _labels_chosen(self, index: int) -> None:
         session = self.session
