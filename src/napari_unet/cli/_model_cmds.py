@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from napari_unet.cli._cohort_cmds import add_predict_options, cmd_predict_cohort, wants_cohort
 from napari_unet.cli._common import (
     BATCH_SIZE,
     CONTEXT_SLICES,
@@ -23,7 +24,6 @@ from napari_unet.cli._common import (
     prepare_output,
     warn,
 )
-from napari_unet.cli._cohort_cmds import add_predict_options, cmd_predict_cohort, wants_cohort
 from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
 from napari_unet.outputs import atomic_output, check_distinct

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from napari_unet.cli._cohort_cmds import add_train_options, cmd_train_cohort
 from napari_unet.cli._common import (
     IGNORE_LABEL,
     MODEL_SUFFIXES,
@@ -21,7 +22,6 @@ from napari_unet.cli._common import (
     prepare_output,
     warn,
 )
-from napari_unet.cli._cohort_cmds import add_train_options, cmd_train_cohort
 from napari_unet.cli._progress import drain
 from napari_unet.errors import InputError
 from napari_unet.typing import Device, Strategy
