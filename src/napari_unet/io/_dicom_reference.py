@@ -84,7 +84,7 @@ RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 def object_kind(path: str | os.PathLike[str]) -> str | None:
-    """"SEG" or "RTSTRUCT" for such a DICOM file, else None (never raises).
+    """ "SEG" or "RTSTRUCT" for such a DICOM file, else None (never raises).
 
     Reads the file meta header (and, without one, the SOP Class UID) only.
     """
