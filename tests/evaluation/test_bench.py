@@ -219,25 +219,54 @@ def test_timed_calls_warm_up_once_then_take_the_median_of_the_timed_calls():
 
 
 @pytest.mark.slow
-def test_a_case_runs_every_method_in_fresh_processes_and_reports_the_design_keys(monkeypatch):
+@pytest.mark.parametrize("interleave", [True, False])
+def test_a_case_runs_every_method_in_fresh_processes_and_reports_the_design_keys(interleave):
     """The whole harness on a small volume with the committed nets (fresh processes)."""
     if not (REPO_WEIGHTS / "phantom-unet-3d.safetensors").exists():
         pytest.skip("benchmark weights not in this checkout")
     peak = {"gflops": 50.0}
     case = bench.run_case("3d-tiny", "3d", (80, 72, 40), "cpu", weights_dir=REPO_WEIGHTS,
-                          log=lambda m: None, repeats=1, conv_peak=peak)  # fmt: skip
+                          log=lambda m: None, repeats=2, conv_peak=peak,
+                          interleave=interleave)  # fmt: skip
     for key in ("name", "mode", "shape", "device", "ours_s", "monai_s", "monai_tuned_s",
                 "monai_tuned", "speedup", "speedup_vs_tuned", "dice", "dice_vs_tuned",
                 "ours_gflops", "ours_fraction_of_conv_peak", "tiled", "same_dtype"):  # fmt: skip
         assert key in case, key
     # (the ratios come from unrounded seconds)
-    assert case["speedup"] == pytest.approx(case["monai_s"] / case["ours_s"], rel=0.02, abs=0.01)
+    assert case["speedup"] == pytest.approx(case["monai_s"] / case["ours_s"], rel=0.03)
     assert case["speedup_vs_tuned"] == pytest.approx(
-        case["monai_tuned_s"] / case["ours_s"], rel=0.02, abs=0.01
+        case["monai_tuned_s"] / case["ours_s"], rel=0.03
     )
     assert case["same_dtype"] and case["precision"] == "float32"
     assert case["flop_per_voxel"] == pytest.approx(3780, rel=0.01)
     assert case["dice"] > 0.95 and case["dice_vs_tuned"] > 0.95
-    assert len(case["ours_runs_s"]) == 1 and case["monai_tuned"] in [
-        c["settings"] for c in case["monai_tuned_candidates"]
+    assert len(case["ours_runs_s"]) == 2 and case["ours_messages"] == []
+    assert case["monai_tuned"] in [c["settings"] for c in case["monai_tuned_candidates"]]
+
+
+def test_a_served_worker_warms_up_then_times_one_call_per_run_command(tmp_path, capsys):
+    """The worker protocol in-process: ready (with the warm-up's info), one line per
+    ``run``, the info at ``done`` and the label map saved."""
+    import json
+
+    from napari_unet.models.files import save_model
+
+    net, spec = _tiny(3)
+    weights = tmp_path / "net.safetensors"
+    save_model(weights, net, spec, {})
+    img, _ = bench_nets.phantom((24, 24, 16), seed=2)
+    np.save(tmp_path / "vol.npy", img)
+    out = tmp_path / "labels.npy"
+    timing.serve("ours", str(weights), str(tmp_path / "vol.npy"), str(out), "cpu",
+                 commands=["run", "run", "done"])  # fmt: skip
+    lines = [json.loads(x[len(timing._MARK) :]) for x in capsys.readouterr().out.splitlines()
+             if x.startswith(timing._MARK)]  # fmt: skip
+    assert lines[0]["ready"] and lines[0]["info"]["tile"] and lines[0]["first_s"] > 0
+    assert [set(x) >= {"seconds", "peak_rss_increase", "peak_gpu_bytes"} for x in lines[1:3]] == [
+        True,
+        True,
     ]
+    assert lines[3]["info"]["dtype"] == "float32" and len(lines) == 4
+    assert np.load(out).shape == img.shape
+    summary = timing.summarise(lines[0]["first_s"], lines[1:3])
+    assert summary["median_s"] == pytest.approx(np.median([x["seconds"] for x in lines[1:3]]))

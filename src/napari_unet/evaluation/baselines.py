@@ -60,7 +60,8 @@ def ours(net, spec, image: np.ndarray, device: torch.device, dtype, *, precision
     affine = np.diag([0.8, 0.8, 2.0, 1.0])  # through-plane axis 2 = SLICE_AXIS
     pred = predict_volume(net, spec, Volume(image, affine, modality="CT"), device=device,
                           precision=precision)  # fmt: skip
-    return pred.labels.array, {**pred.info, "device": str(pred.device)}
+    # messages: any out-of-memory fallback during a timed call shows in the results
+    return pred.labels.array, {**pred.info, "device": str(pred.device), "messages": pred.messages}
 
 
 def monai_sliding_window(

@@ -67,7 +67,7 @@ from napari_unet.evaluation.bench_nets import (
     tile_free,
 )
 from napari_unet.evaluation.metrics import dice_per_class, mean_dice
-from napari_unet.evaluation.timing import machine, measure, worker
+from napari_unet.evaluation.timing import machine, measure, measure_methods, serve, worker
 
 #: (name, mode, shape). ``3d-256x256x96`` is larger than one CPU tile: it really tiles.
 QUICK = [
@@ -129,6 +129,14 @@ def _candidate(m: dict, labels: np.ndarray, settings: dict, ours: np.ndarray) ->
     }
 
 
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _rate(gflop: float, seconds: float) -> float:
     return round(gflop / seconds, 1)
 
@@ -163,6 +171,7 @@ def run_case(
     repeats: int = 3,
     precision: str = "fp32",
     conv_peak: dict[str, Any] | None = None,
+    interleave: bool | None = None,
 ) -> dict[str, Any]:
     """One case: each method (and tuned candidate) in its own fresh process, then the
     ratios, effective GFLOP/s and the Dice of the label maps.
@@ -177,6 +186,8 @@ def run_case(
         repeats: timed calls per method after the warm-up.
         precision: a `Precision` for every method.
         conv_peak: the conv peak of this run for ``mode`` (`flops.conv_peak`), if any.
+        interleave: time the methods in turn (`timing.measure_methods`); None = on the
+            CPU only (GPU processes would share the GPU's memory).
 
     Returns:
         The case's JSON-ready dict (DESIGN.md `bench` keys and more).
@@ -188,17 +199,24 @@ def run_case(
     dims = 3 if mode == "3d" else 2
     net, spec, lineage, weights = benchmark_net(dims, weights_dir=weights_dir, log=log)
     img, truth = phantom(shape, seed=42)
-    opts = {"repeats": repeats, "precision": precision}
+    if interleave is None:
+        interleave = not device.startswith("cuda")
+
+    candidates: list[dict[str, Any]] = []
+
+    def tuned_jobs(ready: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        # tuned MONAI's window is our tile, known from ours' warm-up
+        candidates.extend(tuned_candidates(mode, shape, ready[0]["info"]["tile"], device))
+        return [("monai_tuned", c) for c in candidates]
+
     with tempfile.TemporaryDirectory() as tmp:
         volume = os.path.join(tmp, "volume.npy")
         np.save(volume, img)
-        m_ours, ours = measure("ours", weights, volume, tmp, device, **opts)
-        m_monai, ref = measure("monai", weights, volume, tmp, device, **opts)
-        tuned = []
-        for i, settings in enumerate(tuned_candidates(mode, shape, m_ours["info"]["tile"], device)):
-            m, labels = measure("monai_tuned", weights, volume, tmp, device, settings=settings,
-                                tag=str(i), **opts)  # fmt: skip
-            tuned.append((m, labels, settings))
+        measured = measure_methods([("ours", None), ("monai", None)], weights, volume, tmp,
+                                   device, repeats=repeats, precision=precision,
+                                   interleave=interleave, more=tuned_jobs)  # fmt: skip
+    (m_ours, ours), (m_monai, ref), *rest = measured
+    tuned = [(m, labels, c) for (m, labels), c in zip(rest, candidates, strict=True)]
     m_tuned, tuned_labels, tuned_settings = min(tuned, key=lambda t: t[0]["median_s"])
     full = _tile_free_or_none(net, spec, img, device, log)
     ours_s, monai_s, tuned_s = (m["median_s"] for m in (m_ours, m_monai, m_tuned))
@@ -215,18 +233,18 @@ def run_case(
         "mode": mode,
         "shape": list(shape),
         "device": info["device"],
-        "ours_s": round(ours_s, 3),
-        "monai_s": round(monai_s, 3),
-        "monai_tuned_s": round(tuned_s, 3),
+        "ours_s": round(ours_s, 4),
+        "monai_s": round(monai_s, 4),
+        "monai_tuned_s": round(tuned_s, 4),
         "monai_tuned": tuned_settings,
         "speedup": round(monai_s / ours_s, 2),
         "speedup_vs_tuned": round(tuned_s / ours_s, 2),
         "dice": _json_dice(ours, ref),
         "dice_vs_tuned": _json_dice(ours, tuned_labels),
         "dice_per_class": _json_dice_per_class(ours, ref),
-        "ours_runs_s": [round(s, 3) for s in m_ours["seconds"]],
-        "monai_runs_s": [round(s, 3) for s in m_monai["seconds"]],
-        "monai_tuned_runs_s": [round(s, 3) for s in m_tuned["seconds"]],
+        "ours_runs_s": [round(s, 4) for s in m_ours["seconds"]],
+        "monai_runs_s": [round(s, 4) for s in m_monai["seconds"]],
+        "monai_tuned_runs_s": [round(s, 4) for s in m_tuned["seconds"]],
         "ours_first_s": round(m_ours["first_s"], 3),
         "monai_first_s": round(m_monai["first_s"], 3),
         "monai_tuned_first_s": round(m_tuned["first_s"], 3),
@@ -255,6 +273,7 @@ def run_case(
         "ours_tile": info["tile"],
         "ours_batch_size": info["batch_size"],
         "ours_n_tiles": info["n_tiles"],
+        "ours_messages": info.get("messages", []),
         "precision": info["dtype"],
         "same_dtype": len(dtypes) == 1,
         "input_bytes": int(img.nbytes),
@@ -287,6 +306,7 @@ def run_benchmark(
     partial: str | None = None,
     repeats: int = 3,
     precision: str = "fp32",
+    interleave: bool | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark cases; returns the JSON-ready result (DESIGN.md `bench` keys).
 
@@ -302,6 +322,8 @@ def run_benchmark(
         repeats: timed calls per method after the warm-up (≥ 3 for a reported figure).
         precision: a `Precision` for every method ("fp32" by default; "auto" resolves
             as our engine does, and the baselines use the same dtype).
+        interleave: time a case's methods in turn (see `timing.measure_methods`);
+            None = on the CPU, not on a GPU.
 
     Returns:
         ``machine``, ``versions``, ``method``, ``settings``, ``conv_peak``, ``cases``
@@ -310,8 +332,6 @@ def run_benchmark(
     if retrain:
         for dims in (3, 2):
             benchmark_net(dims, weights_dir=weights_dir, retrain=True, log=log)
-    import tempfile
-
     import monai
     import torch
 
@@ -323,22 +343,27 @@ def run_benchmark(
         "machine": machine(),
         "versions": {**package_versions(), "monai": monai.__version__, "torch": torch.__version__},
         "method": METHOD,
-        "settings": {"device": device, "repeats": repeats, "precision": precision},
+        "settings": {
+            "device": device,
+            "repeats": repeats,
+            "precision": precision,
+            "interleave": (not device.startswith("cuda")) if interleave is None else interleave,
+        },
         "conv_peak": {},
         "cases": [],
     }
     if device.startswith("cuda"):
         out["machine"]["device_name"] = torch.cuda.get_device_name(torch.device(device))
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in sorted({m for _, m, _ in chosen}, reverse=True):
-            r, _ = measure("conv_peak", "", "", tmp, device, precision=precision,
-                           settings={"dims": 3 if mode == "3d" else 2})  # fmt: skip
-            out["conv_peak"][mode] = r["info"]
-            log(f"conv peak {mode} on {device}: {r['info']['gflops']} GFLOP/s {r['info']}")
+    for mode in sorted({m for _, m, _ in chosen}, reverse=True):
+        r = measure(device, precision=precision, dims=3 if mode == "3d" else 2)
+        out["conv_peak"][mode] = r["info"]
+        log(f"conv peak {mode} on {device}: {r['info']['gflops']} GFLOP/s {r['info']}")
+    out["machine"]["load_average_before"] = _load_average()
     for name, mode, shape in chosen:
         log(f"running {name} on {device} ({repeats} timed runs each after a warm-up) …")
+        before = _load_average()
         case = run_case(name, mode, shape, device, weights_dir=weights_dir, log=log,
-                        repeats=repeats, precision=precision,
+                        repeats=repeats, precision=precision, interleave=interleave,
                         conv_peak=out["conv_peak"].get(mode))  # fmt: skip
         log(
             f"  ours {case['ours_s']} s; MONAI defaults {case['monai_s']} s "
@@ -350,6 +375,9 @@ def run_benchmark(
             f"conv peak; peak +{case['ours_peak_rss_increase_bytes'] / 2**20:.0f} MiB "
             f"(input {case['input_bytes'] / 2**20:.0f} MiB)"
         )
+        # a busy machine slows methods unequally (ours does more small operations, each
+        # a barrier for the thread pool): the load during the case is part of the result
+        case["load_average_before_after"] = [before, _load_average()]
         out["cases"].append(case)
         if partial:
             with open(partial, "w") as f:
@@ -361,7 +389,10 @@ METHOD = {
     "timing": "each method (each tuned candidate) in its own fresh process (same weights "
     "file, same volume, device and dtype): one warm-up call on the whole volume, then "
     "`repeats` timed calls; *_s is their median, *_runs_s all of them, *_first_s the "
-    "warm-up call; CUDA synchronised before and after every call",
+    "warm-up call; CUDA synchronised before and after every call. With settings.interleave "
+    "(the CPU default) all processes stay alive and are timed in turn, round r in an order "
+    "rotated by r, one computing at a time, so that load changes on a shared machine hit "
+    "every method alike",
     "baselines": "monai = sliding_window_inference(roi_size=spec.patch_size, "
     "sw_batch_size=1, other arguments at their defaults); monai_tuned = the fastest of "
     "monai_tuned_candidates: 3D sliding_window_inference with roi_size = our tile and "
@@ -392,6 +423,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after a warm-up")
     parser.add_argument("--precision", default="fp32", help="fp32 (default), auto, bf16, fp16")
+    parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the methods in turn (default: on the CPU, not on a GPU)",
+    )
     parser.add_argument("--retrain", action="store_true", help="retrain the cached nets")
     parser.add_argument(
         "--weights-dir",
@@ -405,6 +442,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--volume", help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", help=argparse.SUPPRESS)
     parser.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -420,11 +458,13 @@ def main(argv: list[str] | None = None, *, weights_dir: str | os.PathLike | None
         The exit status.
     """
     args = _parser().parse_args(argv)
+    if args.worker == "conv_peak":
+        dims = int(json.loads(args.settings)["dims"])
+        print(json.dumps(worker(args.device, precision=args.precision, dims=dims)))
+        return 0
     if args.worker:
-        r = worker(args.worker, args.weights, args.volume, args.labels_out, args.device,
-                   repeats=args.repeats, precision=args.precision,
-                   settings=json.loads(args.settings))  # fmt: skip
-        print(json.dumps(r))
+        serve(args.worker, args.weights, args.volume, args.labels_out, args.device,
+              precision=args.precision, settings=json.loads(args.settings))  # fmt: skip
         return 0
     if args.repeats < 1:
         print("bench: --repeats must be >= 1", file=sys.stderr)
@@ -447,6 +487,7 @@ def main(argv: list[str] | None = None, *, weights_dir: str | os.PathLike | None
         log=log,
         repeats=args.repeats,
         precision=args.precision,
+        interleave=args.interleave,
     )
     if args.note:
         result["note"] = args.note
