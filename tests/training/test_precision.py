@@ -222,6 +222,19 @@ def test_oom_on_the_cpu_is_a_memory_error_with_a_remedy(monkeypatch):
         _run(spec, data, "cpu")
 
 
+def test_a_data_parallel_process_does_not_leave_its_gpu_alone(monkeypatch):
+    """In a DDP group one process moving to the CPU would hang the others: it stops."""
+    spec, data = _data()
+
+    def failing_step(run, *batch):
+        raise _oom()
+
+    monkeypatch.setattr(trainer, "_forward_backward", failing_step)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    with pytest.raises(MemoryError, match="multi-process run"):
+        _run(spec, data, ACCEL)
+
+
 def test_other_errors_in_a_step_are_not_taken_for_out_of_memory(monkeypatch):
     spec, data = _data()
 

@@ -146,8 +146,8 @@ def fall_back_to_cpu(run: TrainRun, error: BaseException, what: str) -> None:
     as a ``RuntimeWarning``.
 
     Raises:
-        MemoryError: the run is on the CPU already (the message names ``what`` and a
-            remedy).
+        MemoryError: the run is on the CPU already, or is one process of a
+            data-parallel group (the message names ``what`` and a remedy).
     """
     from napari_unet.inference.device import CPU, empty_cache
 
@@ -155,6 +155,12 @@ def fall_back_to_cpu(run: TrainRun, error: BaseException, what: str) -> None:
         raise MemoryError(
             f"out of memory on the CPU {what}; lower batch_size or patch_size in the "
             "training options, or free memory"
+        ) from error
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # one process of a data-parallel group cannot leave its GPU alone
+        raise MemoryError(
+            f"out of memory on {run.dev} {what} in a multi-process run; lower batch_size "
+            "or patch_size in the training options"
         ) from error
     old = run.dev
     run.opt.zero_grad(set_to_none=True)
