@@ -36,7 +36,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first: a pinned CPU build here (a user's machine may already have a CUDA build,
   # which the open range in pyproject.toml keeps).
   python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-  python -m pip install -q -e ".[qt,testing]"
+  python -m pip install -q -e ".[qt,testing,dicom,cluster]"
   # nnU-Net without timm/torchvision (they would pull a CUDA torch): see the script
   bash scripts/install_nnunet.sh
   echo "$want" > "$stamp"
