@@ -13,7 +13,8 @@ Positions are DICOM LPS mm here; `SeriesHeaders.affine` is RAS (x and y negated)
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,23 @@ VOXEL_TOL = 0.01
 
 #: A DICOM object without pixel data (an RTSTRUCT) larger than this is refused (bytes).
 MAX_OBJECT_BYTES = 2**30
+
+
+@contextmanager
+def malformed(path: Path, what: str) -> Iterator[None]:
+    """Any error while interpreting a DICOM object becomes one line naming the file.
+
+    pydicom converts values lazily, so bad bytes surface anywhere in the reading code.
+    """
+    try:
+        with quiet():
+            yield
+    except InputError:
+        raise
+    except Exception as e:
+        raise VolumeReadError(
+            f"{path}: malformed {what} ({type(e).__name__}: {printable(e, limit=300)})"
+        ) from e
 
 
 def read_dataset(path: Path, what: str) -> Dataset:

@@ -34,8 +34,6 @@ reader's images; a SEG frame is ``(row, column)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from napari_unet.io._dicom_reference import (
     check_frame_of_reference,
     check_grid,
     find_series,
+    malformed,
     source_datasets,
     to_voxels,
     uid_text,
@@ -263,17 +262,8 @@ def _description(hd: Any, number: int, segment: Segment, algorithm: Algorithm | 
 # --- reading ------------------------------------------------------------------------------
 
 
-@contextmanager
-def _malformed(path: Path) -> Iterator[None]:
-    try:
-        with quiet():
-            yield
-    except InputError:
-        raise
-    except Exception as e:  # pydicom converts values lazily: bad bytes surface anywhere
-        raise VolumeReadError(
-            f"{path}: malformed DICOM SEG ({type(e).__name__}: {printable(e, limit=300)})"
-        ) from e
+def _malformed(path: Path):
+    return malformed(path, "DICOM SEG")
 
 
 def is_dicom_seg(ds: Dataset) -> bool:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,14 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from napari_unet import __version__
-from napari_unet.errors import InputError, VolumeReadError
-from napari_unet.io._dicom_header import quiet, text
+from napari_unet.errors import VolumeReadError
+from napari_unet.io._dicom_header import text
 from napari_unet.io._dicom_reference import (
     check_frame_of_reference,
     check_grid,
     find_series,
     frame_of_reference,
+    malformed,
     read_dataset,
     source_datasets,
     to_voxels,
@@ -66,7 +66,6 @@ from napari_unet.io.labelmap import (
 )
 from napari_unet.io.volume import Volume
 from napari_unet.outputs import atomic_output, check_output
-from napari_unet.text import printable
 
 __all__ = ["RTSTRUCT_SOP_CLASS", "read_rtstruct", "write_rtstruct"]
 
@@ -276,17 +275,8 @@ def _contours(mask: np.ndarray, series: SeriesHeaders, refs: dict[int, tuple]) -
 # --- reading ------------------------------------------------------------------------------
 
 
-@contextmanager
-def _malformed(path: Path) -> Iterator[None]:
-    try:
-        with quiet():
-            yield
-    except InputError:
-        raise
-    except Exception as e:  # pydicom converts values lazily: bad bytes surface anywhere
-        raise VolumeReadError(
-            f"{path}: malformed RTSTRUCT ({type(e).__name__}: {printable(e, limit=300)})"
-        ) from e
+def _malformed(path: Path):
+    return malformed(path, "RTSTRUCT")
 
 
 def is_rtstruct(ds: Dataset) -> bool:
