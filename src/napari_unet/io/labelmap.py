@@ -45,7 +45,8 @@ __all__ = [
     "set_segments",
 ]
 
-#: Colours for labels 1, 2, … when a file gives none (the same as new models get).
+#: Colours for labels 1, 2, … when a file gives none; new models' specs use them too
+#: (napari-like, distinguishable on grey scans).
 DEFAULT_COLORS = (
     "#ff4b4b",
     "#4bd14b",

@@ -105,7 +105,13 @@ class Loop:
         models_folder: str | os.PathLike | None = None,
         device: Device | str = Device.AUTO,
     ) -> None:
-        self.workspace = Workspace(image, labels, slice_axis=slice_axis)
+        self._start(Workspace(image, labels, slice_axis=slice_axis), device, models_folder)
+
+    def _start(
+        self, workspace: Workspace, device: Device | str, models_folder: str | os.PathLike | None
+    ) -> None:
+        """The loop's own state around ``workspace`` (shared by `__init__` and `open`)."""
+        self.workspace = workspace
         self.model: Any = None  # models.files.LoadedModel
         self.device = device
         self.last_uncertainty: np.ndarray | None = None
@@ -211,10 +217,7 @@ class Loop:
         from napari_unet.models.files import load_model
 
         self._idle("open a model")
-        loaded = load_model(path)
-        lineage = loaded.lineage if isinstance(loaded.lineage, dict) else {}
-        return self._adopt(Path(path), loaded.hash, lineage.get("parent"),
-                           metrics=lineage.get("metrics") or {}, loaded=loaded)  # fmt: skip
+        return self.set_model(load_model(path))
 
     def set_model(self, loaded: Any) -> ModelVersion:
         """Make an in-memory `LoadedModel` (e.g. from `models.load_model`) current."""
@@ -619,8 +622,7 @@ class Loop:
 
         ws = Workspace.open(folder)
         loop = cls.__new__(cls)
-        loop.workspace, loop.device, loop.last_uncertainty = ws, device, None
-        loop._models_folder, loop._busy, loop.model = None, False, None
+        loop._start(ws, device, None)
         if ws.current is not None and ws.model_path() is not None:
             loop.model = load_model(ws.model_path())
         return loop

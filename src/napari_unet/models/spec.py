@@ -44,6 +44,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Default colours for labels 1, 2, … : one palette for model specs and label files.
+from napari_unet.io.labelmap import DEFAULT_COLORS
+
 #: Version of the model-file metadata layout. Bump when an old reader could misread a file.
 FORMAT_VERSION = 2  # 2: ModelSpec.orientation (imported models)
 
@@ -57,17 +60,6 @@ IMPORTED_ARCHS = ("segresnet", "dynunet", "swin_unetr", "unetr", "nnunet_plain",
 ALL_ARCHS = ARCHS + IMPORTED_ARCHS
 NORMALIZATION_MODES = ("ct", "mr", "none")
 
-#: Default colours for labels 1, 2, … (napari-like, distinguishable on grey scans).
-DEFAULT_COLORS = (
-    "#ff4b4b",
-    "#4bd14b",
-    "#4b8bff",
-    "#ffd24b",
-    "#d24bff",
-    "#4bffe6",
-    "#ff9d4b",
-    "#a0a0ff",
-)
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 #: Bounds on what a spec may ask for (see the module docstring).
