@@ -27,10 +27,10 @@ from napari_unet._layers import is_scan_layer
 from napari_unet._widgets import _status
 from napari_unet._widgets._legend import LabelLegend, apply_label_identity, name_napari_picker
 from napari_unet._widgets._modality import (
-    MODALITIES,
     describe_modality,
     describe_normalization,
     layer_modality,
+    modality_choice,
     set_layer_modality,
 )
 from napari_unet._widgets._session import LoopSession
@@ -63,14 +63,7 @@ class ScanIdentity(QWidget):
             "The scan the loop segments and trains on: images opened with napari-unet "
             "(label maps and uncertainty maps are not offered)"
         )
-        self.modality_combo = QComboBox()
-        self.modality_combo.addItems(list(MODALITIES))
-        self.modality_combo.setToolTip(
-            "What the scan is; a new model normalises CT with a HU window, MR and other "
-            "with a percentile clip and z-score"
-        )
-        self.modality_note = QLabel("")
-        self.modality_note.setWordWrap(True)
+        self.modality_combo, self.modality_note = modality_choice()
         self.scan_label = QLabel("Open a scan (File > Open or the Scan dock).")
         self.scan_label.setWordWrap(True)
         self.slice_label = QLabel("")  # the file's slice index, as other viewers count

@@ -22,6 +22,22 @@ from napari_unet.io.display import METADATA_KEY
 MODALITIES = ("CT", "MR", "other")
 
 
+def modality_choice() -> tuple[Any, Any]:
+    """The CT/MR/other combo and the note saying where the modality came from, as the
+    Scan dock and the panel both show them."""
+    from qtpy.QtWidgets import QComboBox, QLabel
+
+    combo = QComboBox()
+    combo.addItems(list(MODALITIES))
+    combo.setToolTip(
+        "What the scan is: new models normalise CT with a HU window, MR (and other) "
+        "with a percentile clip and z-score"
+    )
+    note = QLabel("")
+    note.setWordWrap(True)
+    return combo, note
+
+
 def layer_modality(layer) -> tuple[str, str | None]:
     """``(modality, source)`` of a plugin image layer (source: a `MODALITY_SOURCES` key)."""
     meta = (getattr(layer, "metadata", None) or {}).get(METADATA_KEY) or {}

@@ -28,9 +28,9 @@ from napari_unet._layers import (
 )
 from napari_unet._widgets import _status
 from napari_unet._widgets._modality import (
-    MODALITIES,
     describe_modality,
     layer_modality,
+    modality_choice,
     set_layer_modality,
 )
 from napari_unet._widgets._worker import start_job
@@ -56,14 +56,7 @@ class DataWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.contrast_combo = QComboBox()
         self.contrast_combo.setToolTip("CT windows in HU, or percentiles of the non-zero voxels")
-        self.modality_combo = QComboBox()
-        self.modality_combo.addItems(list(MODALITIES))
-        self.modality_combo.setToolTip(
-            "What the scan is: new models normalise CT with a HU window, MR (and other) "
-            "with a percentile clip and z-score"
-        )
-        self.modality_note = QLabel("")
-        self.modality_note.setWordWrap(True)
+        self.modality_combo, self.modality_note = modality_choice()
         self.frame_combo = QComboBox()
         self.frame_combo.addItems(list(_status.FRAMES))
         self.frame_combo.setMinimumContentsLength(5)
