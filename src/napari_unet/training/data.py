@@ -331,28 +331,8 @@ def sparse_volume(
         image, spec, labels=np.asarray(labels.array), slice_axis=axis, slices=slices
     )
     labels = image.with_array(moved_labels, source=labels.source)
-    lab = np.asarray(labels.array)
-    if lab.dtype.kind == "f" and not np.all(np.mod(lab, 1) == 0):
-        raise InputError(f"{labels.source or 'labels'}: label values must be integers")
-    labelled = np.ones(lab.shape, dtype=bool)
-    if slices is not None:
-        if len(slices) == 0:
-            raise InputError("no reviewed slices given: nothing to learn from")
-        labelled &= reviewed_mask(lab.shape, axis, slices)
-    if ignore_label is not None:
-        labelled &= lab != ignore_label
-    n_classes = spec.out_channels
-    values = lab[labelled]
-    if values.size == 0:
-        raise InputError(f"{labels.source or 'labels'}: no labelled voxel to learn from")
-    top = int(values.max())
-    if top >= n_classes or int(values.min()) < 0:
-        raise InputError(
-            f"{labels.source or 'labels'}: label value {top} but the model has only "
-            f"{n_classes - 1} classes ({', '.join(spec.labels)})"
-        )
-    lab_dtype = np.uint8 if n_classes <= 256 else np.uint16
-    lab = np.where(labelled, lab, 0).astype(lab_dtype)
+    lab, labelled = _labelled_voxels(np.asarray(labels.array), spec, axis, slices,
+                                     ignore_label, labels.source or "labels")  # fmt: skip
 
     keep = (axis,) if spec.spatial_dims == 2 else ()
     grid = model_grid_shape(image.shape, image.spacing, spec.target_spacing, keep_axes=keep)
@@ -409,3 +389,32 @@ def holdout_bands(labelled: np.ndarray, axis: int, fraction: float, *, seed: int
         start = lo + int(rng.integers(0, extent - width + 1))
         val_t[s, start : start + width] = lab_t[s, start : start + width]
     return val
+
+
+def _labelled_voxels(lab, spec, axis: int, slices, ignore_label, source: str):
+    """The labels as a compact uint8/uint16 array (0 outside the labelled voxels) and the
+    boolean mask of labelled voxels: the reviewed ``slices`` (all when None), less the
+    ``ignore_label``; refused with one line naming ``source`` when nothing is labelled or
+    a value is not one of the spec's classes."""
+    if lab.dtype.kind == "f" and not np.all(np.mod(lab, 1) == 0):
+        raise InputError(f"{source}: label values must be integers")
+    labelled = np.ones(lab.shape, dtype=bool)
+    if slices is not None:
+        if len(slices) == 0:
+            raise InputError("no reviewed slices given: nothing to learn from")
+        labelled &= reviewed_mask(lab.shape, axis, slices)
+    if ignore_label is not None:
+        labelled &= lab != ignore_label
+    n_classes = spec.out_channels
+    values = lab[labelled]
+    if values.size == 0:
+        raise InputError(f"{source}: no labelled voxel to learn from")
+    top = int(values.max())
+    if top >= n_classes or int(values.min()) < 0:
+        raise InputError(
+            f"{source}: label value {top} but the model has only "
+            f"{n_classes - 1} classes ({', '.join(spec.labels)})"
+        )
+    lab_dtype = np.uint8 if n_classes <= 256 else np.uint16
+    lab = np.where(labelled, lab, 0).astype(lab_dtype)
+    return lab, labelled
