@@ -429,6 +429,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="time the methods in turn (default: on the CPU, not on a GPU)",
     )
+    parser.add_argument("--case", action="append", help="only this case (by name; repeatable)")
     parser.add_argument("--retrain", action="store_true", help="retrain the cached nets")
     parser.add_argument(
         "--weights-dir",
@@ -477,6 +478,13 @@ def main(argv: list[str] | None = None, *, weights_dir: str | os.PathLike | None
             return 2
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     full = FULL + (GPU if args.device.startswith("cuda") else [])
+    if args.case:
+        known = {c[0]: c for c in QUICK + full}
+        unknown = sorted(set(args.case) - set(known))
+        if unknown:
+            print(f"bench: unknown case(s) {unknown}; choose from {sorted(known)}", file=sys.stderr)
+            return 2
+        full, args.full_only = [known[c] for c in args.case], True
     result = run_benchmark(
         quick=args.quick,
         device=args.device,
