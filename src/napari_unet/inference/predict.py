@@ -25,6 +25,7 @@ import torch
 from napari_unet.inference.device import autocast_dtype, resolve_device
 from napari_unet.inference.preprocess import (
     NormParams,
+    as_contiguous,
     model_grid_shape,
     normalization_params,
     resample,
@@ -293,8 +294,11 @@ def _run_batches(
         (labels, uncertainty or None, the `Runner`: final batch size, device, fallbacks).
     """
     grid, n_classes = source.shape, spec.out_channels
-    out_labels = np.zeros(grid, dtype=np.uint8 if n_classes <= 256 else np.uint16)
-    out_unc = np.zeros(grid, dtype=np.float32) if uncertainty else None
+    # a 2D model writes whole slices: its outputs are slice-first, returned as views
+    first = ax if spec.spatial_dims == 2 else 0
+    shape = (grid[first], *(n for a, n in enumerate(grid) if a != first))
+    out_labels = np.zeros(shape, dtype=np.uint8 if n_classes <= 256 else np.uint16)
+    out_unc = np.zeros(shape, dtype=np.float32) if uncertainty else None
     with _eval_on(net, dev, plan.channels_last) as net_ready:
         run = Runner(net_ready, dev, amp, plan.batch_size, channels_last=plan.channels_last)
         if spec.spatial_dims == 2:
@@ -305,12 +309,14 @@ def _run_batches(
                 params,
                 plan.layout,
                 n_classes,
-                np.moveaxis(out_labels, ax, 0),
-                None if out_unc is None else np.moveaxis(out_unc, ax, 0),
+                out_labels,
+                out_unc,
                 slices=todo,
                 context=spec.context_slices,
                 stop=stop,
             )
+            out_labels = np.moveaxis(out_labels, 0, ax)
+            out_unc = None if out_unc is None else np.moveaxis(out_unc, 0, ax)
         else:
             wanted = None
             if slices is not None:  # the slab of the model grid that meets the slices
@@ -340,14 +346,16 @@ def _to_input_grid(
         keep = np.zeros(volume.shape[ax], dtype=bool)
         keep[slices] = True
         drop = tuple(~keep if a == ax else slice(None) for a in range(3))
-        labels = np.ascontiguousarray(labels)
+        labels = as_contiguous(labels)
         labels[drop] = 0
         if unc is not None:
             unc[drop] = 0
-    label_vol = volume.with_array(np.ascontiguousarray(labels))
+    label_vol = volume.with_array(as_contiguous(labels))
     label_vol.metadata.update(label_names=list(spec.labels), label_colors=list(spec.colors))
     unc_vol = (
-        None if unc is None else volume.with_array(np.ascontiguousarray(unc, dtype=np.float32))
+        None
+        if unc is None
+        else volume.with_array(as_contiguous(unc.astype(np.float32, copy=False)))
     )
     return label_vol, unc_vol
 

@@ -57,7 +57,8 @@ class Runner:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, C_out, *spatial)`` float32 on ``self.device`` (which may change
-        to the CPU on out-of-memory) for inputs ``(N, C_in, *spatial)`` on the CPU."""
+        to the CPU on out-of-memory) for inputs ``(N, C_in, *spatial)`` on the CPU or on
+        ``self.device``."""
         outs: list[torch.Tensor] = []
         i = 0
         while i < x.shape[0]:
@@ -118,7 +119,9 @@ class Runner:
         self._say(f"out of memory on {old} {what}: continuing on the CPU (slower)")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
+        if x.device == self.device:
+            pass
+        elif self.device.type == "cuda" and x.device.type == "cpu":
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
             x = x.to(self.device)

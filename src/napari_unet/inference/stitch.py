@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from napari_unet.inference.preprocess import NormParams, apply_normalization
+from napari_unet.inference.preprocess import NormParams, apply_normalization, as_contiguous
 from napari_unet.inference.runner import Runner
 from napari_unet.inference.tiling import (
     aligned_frame,
@@ -289,16 +289,8 @@ def _slice_block(source: np.ndarray, needed: np.ndarray) -> tuple[np.ndarray, np
     """
     lo, hi = int(needed[0]), int(needed[-1])
     if hi - lo + 1 <= 2 * len(needed):
-        return _contiguous(source[lo : hi + 1]), np.arange(lo, hi + 1)
+        return as_contiguous(source[lo : hi + 1]), np.arange(lo, hi + 1)
     return np.stack([source[i] for i in needed]), needed
-
-
-def _contiguous(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of ``a`` made by torch, which copies on every core (numpy
-    copies a strided view on one)."""
-    if a.flags.c_contiguous or min(a.strides) < 0 or a.dtype.kind not in "fiub":
-        return np.ascontiguousarray(a)
-    return torch.from_numpy(a).contiguous().numpy()
 
 
 def slices_2d(
@@ -389,29 +381,53 @@ def _whole_slices(
     the softmax, so the result is the blended one; per slice, the GPU did ~10 small
     kernels and a host sync each (177 slices/s at 512² on an H100, bf16)."""
     batch_size = run.batch_size  # fixed here: the runner splits a batch it cannot fit
-    offsets = np.arange(-context, context + 1)
-    pad, T = layout.pad_before, layout.tile
-    dst = (
-        slice(None),
-        slice(None),
-        *(slice(p, p + n) for p, n in zip(pad, out_labels.shape[1:], strict=True)),
-    )
     for b0 in range(0, len(slices), batch_size):
         _check(stop)
         batch = np.asarray(slices[b0 : b0 + batch_size])
-        idx = np.clip(batch[:, None] + offsets, 0, source.shape[0] - 1)
-        block, rows = _slice_block(source, np.unique(idx))
-        x = torch.zeros((len(batch), len(offsets), *T), dtype=torch.float32)
-        picked = torch.from_numpy(block)[torch.from_numpy(np.searchsorted(rows, idx))]
-        x[dst] = apply_normalization(picked, params)
+        x = run.guarded(partial(_batch_input, run, source, params, layout, batch, context),
+                        "reading a batch of slices")  # fmt: skip
         logits = run(x)
+        del x
         labels, unc = run.guarded(partial(_batch_labels, run, logits, crop, out_unc is not None),
                                   "computing labels (argmax)")  # fmt: skip
         del logits
-        out_labels[batch] = labels
+        _write_rows(out_labels, batch, labels)
         if out_unc is not None:
-            out_unc[batch] = unc
+            _write_rows(out_unc, batch, unc)
         yield Progress(b0 + len(batch), len(slices), run.messages[-1] if run.messages else "")
+
+
+def _batch_input(
+    run: Runner,
+    source: np.ndarray,
+    params: NormParams,
+    layout: Layout,
+    batch: np.ndarray,
+    context: int,
+) -> torch.Tensor:
+    """The network input ``(N, 1 + 2 context, *tile)`` of whole slices ``batch``, built on
+    the runner's device: only the raw slices cross to a GPU, where they are stacked with
+    their neighbours, normalised and padded."""
+    idx = np.clip(batch[:, None] + np.arange(-context, context + 1), 0, source.shape[0] - 1)
+    block, rows = _slice_block(source, np.unique(idx))
+    if block.dtype.kind == "u" and block.dtype.itemsize > 1:  # torch lacks most uint16 ops
+        block = block.astype(np.int64 if block.dtype.itemsize > 2 else np.int32)
+    raw = torch.from_numpy(block).to(run.device)
+    picked = raw[torch.from_numpy(np.searchsorted(rows, idx)).to(run.device)]
+    x = torch.zeros((*idx.shape, *layout.tile), dtype=torch.float32, device=run.device)
+    pad = layout.pad_before
+    x[(..., *(slice(p, p + n) for p, n in zip(pad, source.shape[1:], strict=True)))] = (
+        apply_normalization(picked, params)
+    )
+    return x
+
+
+def _write_rows(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``out[rows] = values``; a run of consecutive rows is written as one block."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+        out[rows[0] : rows[-1] + 1] = values
+    else:
+        out[rows] = values
 
 
 def _batch_labels(run: Runner, logits: torch.Tensor, crop: tuple[slice, ...], want_unc: bool):
