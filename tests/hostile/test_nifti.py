@@ -265,10 +265,10 @@ def test_huge_declared_sizes_are_refused_before_any_allocation(case, tmp_path, c
 def test_a_size_above_the_memory_budget_is_refused_with_shape_and_size(
     tmp_path, capsys, monkeypatch
 ):
-    import napari_unet.io.nifti as nifti
+    from napari_unet.io import _nifti_stream
 
     path = write(tmp_path / "big.nii.gz", valid_bytes())
-    monkeypatch.setattr(nifti, "_memory_budget", lambda: 500)
+    monkeypatch.setattr(_nifti_stream, "_memory_budget", lambda: 500)
     err = refuse(capsys, ["info", path], "big.nii.gz", "8×7×6 int16", "memory")
     assert "672 bytes" in err
 
