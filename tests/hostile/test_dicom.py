@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pydicom import uid as uids
 
 from napari_unet.errors import MultipleSeriesError, VolumeReadError
-from napari_unet.io import _dicom_scan, dicom
+from napari_unet.io import _dicom_scan, _dicom_series
 from napari_unet.io.dicom import is_dicom_path, list_series, load_dicom
 from napari_unet.io.reader import load_volume
 from napari_unet.text import printable
@@ -335,7 +335,7 @@ def missing_decoder(tmp, mp):
 
 
 def series_too_big(tmp, mp):
-    mp.setattr(dicom, "MAX_SERIES_BYTES", 100)
+    mp.setattr(_dicom_series, "MAX_SERIES_BYTES", 100)
     _series(tmp, 4)
     return tmp / "series", (str(tmp / "series"), "160 bytes", "this reader allows")
 
