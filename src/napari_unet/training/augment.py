@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 LEVELS = ("none", "light", "strong")
+#: Spatial transforms move the image (bilinear) and the labels + mask (nearest) together.
+_KEYS = ("image", "seg")
+_MODES = ("bilinear", "nearest")
 
 Augment = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -61,50 +65,54 @@ def build_augmentation(
         return None
     from monai import transforms as mt
 
-    keys = ("image", "seg")
-    modes = ("bilinear", "nearest")
-    strong = level == "strong"
-    items: list = []
-    if level != "none":
-        rot = math.radians(20 if strong else 10)
-        items.append(
-            mt.RandAffined(
-                keys=keys,
-                mode=modes,
-                prob=0.5 if strong else 0.3,
-                rotate_range=(rot,) if spatial_dims == 2 else (rot, rot, rot),
-                scale_range=(0.15 if strong else 0.08,) * spatial_dims,
-                padding_mode="zeros",
-            )
-        )
-        elastic = (
-            mt.Rand2DElasticd(
-                keys=keys,
-                mode=modes,
-                prob=0.2 if strong else 0.1,
-                spacing=(24, 24),
-                magnitude_range=(1.0, 3.0 if strong else 2.0),
-                padding_mode="zeros",
-            )
-            if spatial_dims == 2
-            else mt.Rand3DElasticd(
-                keys=keys,
-                mode=modes,
-                prob=0.2 if strong else 0.1,
-                sigma_range=(5.0, 8.0),
-                magnitude_range=(20.0, 80.0 if strong else 40.0),
-                padding_mode="zeros",
-            )
-        )
-        items.append(elastic)
-        items += [
-            mt.RandScaleIntensityd(keys="image", factors=0.15 if strong else 0.05, prob=0.3),
-            mt.RandShiftIntensityd(keys="image", offsets=0.15 if strong else 0.05, prob=0.3),
-            mt.RandGaussianNoised(keys="image", std=0.08 if strong else 0.03, prob=0.2),
-        ]
-    items += [mt.RandFlipd(keys=keys, spatial_axis=int(a), prob=0.5) for a in flip_axes]
+    items = [] if level == "none" else _level_transforms(mt, spatial_dims, level == "strong")
+    items += [mt.RandFlipd(keys=_KEYS, spatial_axis=int(a), prob=0.5) for a in flip_axes]
     compose = mt.Compose(items)
     compose.set_random_state(seed=seed)
+    return _batch_augmenter(compose)
+
+
+def _level_transforms(mt: Any, spatial_dims: int, strong: bool) -> list:
+    """Affine, elastic, then intensity transforms of one level ("light" or "strong")."""
+    rot = math.radians(20 if strong else 10)
+    affine = mt.RandAffined(
+        keys=_KEYS,
+        mode=_MODES,
+        prob=0.5 if strong else 0.3,
+        rotate_range=(rot,) if spatial_dims == 2 else (rot, rot, rot),
+        scale_range=(0.15 if strong else 0.08,) * spatial_dims,
+        padding_mode="zeros",
+    )
+    elastic = (
+        mt.Rand2DElasticd(
+            keys=_KEYS,
+            mode=_MODES,
+            prob=0.2 if strong else 0.1,
+            spacing=(24, 24),
+            magnitude_range=(1.0, 3.0 if strong else 2.0),
+            padding_mode="zeros",
+        )
+        if spatial_dims == 2
+        else mt.Rand3DElasticd(
+            keys=_KEYS,
+            mode=_MODES,
+            prob=0.2 if strong else 0.1,
+            sigma_range=(5.0, 8.0),
+            magnitude_range=(20.0, 80.0 if strong else 40.0),
+            padding_mode="zeros",
+        )
+    )
+    return [
+        affine,
+        elastic,
+        mt.RandScaleIntensityd(keys="image", factors=0.15 if strong else 0.05, prob=0.3),
+        mt.RandShiftIntensityd(keys="image", offsets=0.15 if strong else 0.05, prob=0.3),
+        mt.RandGaussianNoised(keys="image", std=0.08 if strong else 0.03, prob=0.2),
+    ]
+
+
+def _batch_augmenter(compose: Any) -> Augment:
+    """``compose`` applied sample by sample; labels and mask travel as one 2-channel "seg"."""
 
     def augment(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor):
         xs, ys, ms = [], [], []
