@@ -395,7 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="cpu", choices=Device.values())
     p.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2)")
-    p.add_argument("--strategies", default="worst,uncertain,random")
+    p.add_argument(
+        "--strategies",
+        default="worst,uncertain,random",
+        help="strategies of the curves, comma-separated; 'none': only the 5-slice target runs",
+    )
     p.add_argument("--samples", default=",".join(TUNED + TEST_ONLY))
     p.add_argument("--k", type=int, default=2, help="slices per round of the curves")
     p.add_argument("--rounds", type=int, default=None, help="rounds of the curves (default 4)")
@@ -409,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     seeds = [int(x) for x in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
-    strategies = [Strategy.check(x, "strategy") for x in args.strategies.split(",")]
+    names = [] if args.strategies == "none" else args.strategies.split(",")
+    strategies = [Strategy.check(x, "strategy") for x in names]
     rounds = args.rounds or (2 if args.quick else 4)
     steps = args.steps or (10 if args.quick else None)
     out_path = args.out or (None if args.quick else "benchmarks/results/learning_cpu.json")
