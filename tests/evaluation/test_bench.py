@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_unet.evaluation import bench, bench_nets, timing
+from napari_unet.evaluation import bench, bench_figures, bench_nets, timing
 
 #: The repository's committed benchmark nets (benchmarks/bench_inference.py uses them).
 REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "benchmarks" / "weights"
@@ -24,10 +24,10 @@ def test_phantom_is_seeded_and_has_both_classes():
 def test_benchmark_dice_is_the_metrics_dice():
     a = np.array([0, 1, 1, 2, 2, 0])
     b = np.array([0, 1, 0, 2, 2, 2])
-    assert bench._json_dice(a, a) == 1.0
-    assert bench._json_dice(a, b) == round(np.mean([2 / 3, 4 / 5]), 4)
-    assert bench._json_dice_per_class(a, b) == [round(2 / 3, 4), 0.8]
-    assert bench._json_dice(np.zeros(4), np.zeros(4)) == 1.0
+    assert bench_figures.json_dice(a, a) == 1.0
+    assert bench_figures.json_dice(a, b) == round(np.mean([2 / 3, 4 / 5]), 4)
+    assert bench_figures.json_dice_per_class(a, b) == [round(2 / 3, 4), 0.8]
+    assert bench_figures.json_dice(np.zeros(4), np.zeros(4)) == 1.0
 
 
 def test_default_weights_dir_is_a_user_cache_not_the_source_tree(monkeypatch, tmp_path):

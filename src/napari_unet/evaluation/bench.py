@@ -53,11 +53,19 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_unet.evaluation.bench_figures import (
+    agreement_figures,
+    arithmetic_figures,
+    candidate,
+    display_path,
+    memory_figures,
+    tiling_figures,
+    timing_figures,
+)
 from napari_unet.evaluation.bench_nets import (
     TRAIN_PHANTOMS,
     Log,
@@ -66,7 +74,6 @@ from napari_unet.evaluation.bench_nets import (
     phantom,
     tile_free,
 )
-from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.evaluation.timing import machine, measure, measure_methods, serve, worker
 
 #: (name, mode, shape). ``3d-256x256x96`` is larger than one CPU tile: it really tiles.
@@ -88,28 +95,6 @@ TUNED_ROI = (128, 128, 64)
 TUNED_SW_BATCH = 4
 
 
-def _json_dice(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
-    """Mean foreground Dice of two organ/lesion maps, rounded for the JSON (1.0: both
-    empty; None when a map is missing)."""
-    if a is None or b is None:
-        return None
-    m = mean_dice(dice_per_class(a, b, 3))
-    return round(1.0 if m is None else m, 4)
-
-
-def _json_dice_per_class(a: np.ndarray, b: np.ndarray) -> list[float]:
-    """Dice of organ and of lesion, rounded for the JSON (1.0 where both lack the class)."""
-    return [round(1.0 if d is None else d, 4) for d in dice_per_class(a, b, 3)]
-
-
-def _display_path(path: Path) -> str:
-    """``path`` relative to the working folder when under it, else absolute."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def tuned_candidates(mode: str, shape, our_tile, device: str) -> list[dict[str, Any]]:
     """The tuned MONAI settings tried for a case (see the module docstring)."""
     if mode == "2d":
@@ -119,26 +104,12 @@ def tuned_candidates(mode: str, shape, our_tile, device: str) -> list[dict[str, 
     return [{"roi_size": roi, "sw_batch_size": TUNED_SW_BATCH} for roi in rois]
 
 
-def _candidate(m: dict, labels: np.ndarray, settings: dict, ours: np.ndarray) -> dict:
-    """One tuned candidate's figures for the JSON."""
-    return {
-        "settings": settings,
-        "median_s": round(m["median_s"], 3),
-        "runs_s": [round(x, 3) for x in m["seconds"]],
-        "dice_vs_ours": _json_dice(ours, labels),
-    }
-
-
 def _load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (None where the OS has none)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
-
-
-def _rate(gflop: float, seconds: float) -> float:
-    return round(gflop / seconds, 1)
 
 
 def _tile_free_or_none(net, spec, img, device: str, log: Log) -> np.ndarray | None:
@@ -194,8 +165,6 @@ def run_case(
     """
     import tempfile
 
-    from napari_unet.evaluation.flops import flops_per_voxel
-
     dims = 3 if mode == "3d" else 2
     net, spec, lineage, weights = benchmark_net(dims, weights_dir=weights_dir, log=log)
     img, truth = phantom(shape, seed=42)
@@ -219,79 +188,20 @@ def run_case(
     tuned = [(m, labels, c) for (m, labels), c in zip(rest, candidates, strict=True)]
     m_tuned, tuned_labels, tuned_settings = min(tuned, key=lambda t: t[0]["median_s"])
     full = _tile_free_or_none(net, spec, img, device, log)
-    ours_s, monai_s, tuned_s = (m["median_s"] for m in (m_ours, m_monai, m_tuned))
-    nvox = int(np.prod(shape))
-    fpv = flops_per_voxel(net, spec)
-    gflop = fpv * nvox / 1e9
-    peak = (conv_peak or {}).get("gflops")
-    model_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
-    base = img.nbytes + model_bytes
-    info = m_ours["info"]
-    dtypes = {m["info"]["dtype"] for m in (m_ours, m_monai, m_tuned)}
-    case: dict[str, Any] = {
-        "name": name,
-        "mode": mode,
-        "shape": list(shape),
-        "device": info["device"],
-        "ours_s": round(ours_s, 4),
-        "monai_s": round(monai_s, 4),
-        "monai_tuned_s": round(tuned_s, 4),
-        "monai_tuned": tuned_settings,
-        "speedup": round(monai_s / ours_s, 2),
-        "speedup_vs_tuned": round(tuned_s / ours_s, 2),
-        "dice": _json_dice(ours, ref),
-        "dice_vs_tuned": _json_dice(ours, tuned_labels),
-        "dice_per_class": _json_dice_per_class(ours, ref),
-        "ours_runs_s": [round(s, 4) for s in m_ours["seconds"]],
-        "monai_runs_s": [round(s, 4) for s in m_monai["seconds"]],
-        "monai_tuned_runs_s": [round(s, 4) for s in m_tuned["seconds"]],
-        "ours_first_s": round(m_ours["first_s"], 3),
-        "monai_first_s": round(m_monai["first_s"], 3),
-        "monai_tuned_first_s": round(m_tuned["first_s"], 3),
-        "monai_tuned_candidates": [_candidate(m, lab, s, ours) for m, lab, s in tuned],
-        "monai_args": "roi_size=spec.patch_size, sw_batch_size=1, defaults otherwise",
-        "monai_roi": list(spec.patch_size),
-        "ours_voxels_per_s": round(nvox / ours_s),
-        "monai_voxels_per_s": round(nvox / monai_s),
-        "monai_tuned_voxels_per_s": round(nvox / tuned_s),
-        "flop_per_voxel": round(fpv, 1),
-        "gflop_per_pass": round(gflop, 2),
-        "ours_gflops": _rate(gflop, ours_s),
-        "monai_gflops": _rate(gflop, monai_s),
-        "monai_tuned_gflops": _rate(gflop, tuned_s),
-        "conv_peak_gflops": peak,
-        "ours_fraction_of_conv_peak": round(gflop / ours_s / peak, 3) if peak else None,
-        "monai_tuned_fraction_of_conv_peak": round(gflop / tuned_s / peak, 3) if peak else None,
-        "dice_ours_tilefree": _json_dice(ours, full),
-        "dice_monai_tilefree": _json_dice(ref, full),
-        "dice_monai_tuned_tilefree": _json_dice(tuned_labels, full),
-        "dice_net_truth": _json_dice(full, truth),
-        "dice_net_truth_per_class": None if full is None else _json_dice_per_class(full, truth),
-        "dice_ours_truth": _json_dice(ours, truth),
-        "dice_monai_truth": _json_dice(ref, truth),
-        "tiled": info["n_tiles"] > 1,
-        "ours_tile": info["tile"],
-        "ours_batch_size": info["batch_size"],
-        "ours_n_tiles": info["n_tiles"],
-        "ours_messages": info.get("messages", []),
-        "precision": info["dtype"],
-        "same_dtype": len(dtypes) == 1,
-        "input_bytes": int(img.nbytes),
-        "model_bytes": int(model_bytes),
-        "peak_mark_reset": all(m["peak_reset"] for m in (m_ours, m_monai, m_tuned)),
-        "weights": _display_path(weights),
-        "train_steps": lineage.get("steps"),
-        "train_s": lineage.get("train_s"),
-    }
-    for key, m in (("ours", m_ours), ("monai", m_monai), ("monai_tuned", m_tuned)):
-        inc = int(m["peak_rss_increase"])
-        case[f"{key}_peak_rss_increase_bytes"] = inc
-        case[f"{key}_peak_over_input_plus_model"] = round((base + inc) / base, 2)
-        case[f"{key}_peak_gpu_bytes"] = m["peak_gpu_bytes"]
-    case["ours_peak_over_input"] = round(case["ours_peak_rss_increase_bytes"] / img.nbytes, 2)
+    methods = {"ours": m_ours, "monai": m_monai, "monai_tuned": m_tuned}
+    case: dict[str, Any] = {"name": name, "mode": mode, "shape": list(shape),
+                            "device": m_ours["info"]["device"]}  # fmt: skip
+    case.update(timing_figures(methods, tuned_settings, spec))
+    case["monai_tuned_candidates"] = [candidate(m, lab, s, ours) for m, lab, s in tuned]
+    case.update(agreement_figures(ours, ref, tuned_labels, full, truth))
+    case.update(arithmetic_figures(net, spec, shape, methods, conv_peak))
+    case.update(tiling_figures(m_ours["info"], methods))
+    case.update(memory_figures(methods, img.nbytes, net))
+    case.update(weights=display_path(weights), train_steps=lineage.get("steps"),
+                train_s=lineage.get("train_s"))  # fmt: skip
     if mode == "2d":
-        case["ours_slices_per_s"] = round(shape[2] / ours_s, 1)
-        case["monai_tuned_slices_per_s"] = round(shape[2] / tuned_s, 1)
+        case["ours_slices_per_s"] = round(shape[2] / case["ours_s"], 1)
+        case["monai_tuned_slices_per_s"] = round(shape[2] / case["monai_tuned_s"], 1)
     return case
 
 
@@ -365,16 +275,7 @@ def run_benchmark(
         case = run_case(name, mode, shape, device, weights_dir=weights_dir, log=log,
                         repeats=repeats, precision=precision, interleave=interleave,
                         conv_peak=out["conv_peak"].get(mode))  # fmt: skip
-        log(
-            f"  ours {case['ours_s']} s; MONAI defaults {case['monai_s']} s "
-            f"({case['speedup']}×); MONAI tuned {case['monai_tuned_s']} s "
-            f"({case['speedup_vs_tuned']}×, {case['monai_tuned']}); Dice {case['dice']} / "
-            f"tuned {case['dice_vs_tuned']}; tiled {case['tiled']} ({case['ours_n_tiles']} "
-            f"tiles), Dice ours vs tile-free {case['dice_ours_tilefree']}; ours "
-            f"{case['ours_gflops']} GFLOP/s = {case['ours_fraction_of_conv_peak']} of the "
-            f"conv peak; peak +{case['ours_peak_rss_increase_bytes'] / 2**20:.0f} MiB "
-            f"(input {case['input_bytes'] / 2**20:.0f} MiB)"
-        )
+        _log_case(case, log)
         # a busy machine slows methods unequally (ours does more small operations, each
         # a barrier for the thread pool): the load during the case is part of the result
         case["load_average_before_after"] = [before, _load_average()]
@@ -383,6 +284,20 @@ def run_benchmark(
             with open(partial, "w") as f:
                 json.dump(out, f, indent=2)
     return out
+
+
+def _log_case(case: dict[str, Any], log: Log) -> None:
+    """One progress line with a case's headline figures."""
+    log(
+        f"  ours {case['ours_s']} s; MONAI defaults {case['monai_s']} s "
+        f"({case['speedup']}×); MONAI tuned {case['monai_tuned_s']} s "
+        f"({case['speedup_vs_tuned']}×, {case['monai_tuned']}); Dice {case['dice']} / "
+        f"tuned {case['dice_vs_tuned']}; tiled {case['tiled']} ({case['ours_n_tiles']} "
+        f"tiles), Dice ours vs tile-free {case['dice_ours_tilefree']}; ours "
+        f"{case['ours_gflops']} GFLOP/s = {case['ours_fraction_of_conv_peak']} of the "
+        f"conv peak; peak +{case['ours_peak_rss_increase_bytes'] / 2**20:.0f} MiB "
+        f"(input {case['input_bytes'] / 2**20:.0f} MiB)"
+    )
 
 
 METHOD = {
