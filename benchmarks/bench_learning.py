@@ -33,11 +33,6 @@ Protocol, per volume:
 * baselines on the same test slices: the best single intensity threshold per class
   chosen in hindsight, and multi-Otsu (each class mapped to its best band in hindsight).
 
-`loop.simulation.simulate` has no parameter for a held-out set yet: `held_out` wraps two
-of its steps for the duration of a call (the slice choice, to exclude the test slices,
-checked afterwards; the scoring, to also score the test slices). It fails loudly if
-those steps change.
-
 Usage::
 
     python benchmarks/bench_learning.py [--quick] [--device cpu] [--seeds 0,1,2] \
@@ -52,7 +47,6 @@ average before and after is recorded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
@@ -60,14 +54,12 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 
-from napari_unet.evaluation.metrics import dice_per_class, mean_dice
+from napari_unet.evaluation.metrics import dice_per_class
 from napari_unet.typing import Device, Strategy
 
 #: Volumes whose measurements chose the recipe, and volumes that only test it.
@@ -103,43 +95,6 @@ def dice_on_slices(labels, truth, axis: int, slices, n_classes: int) -> list[flo
     return dice_per_class(
         np.take(labels, slices, axis=axis), np.take(truth, slices, axis=axis), n_classes
     )
-
-
-@contextlib.contextmanager
-def held_out(test: list[int], scores: list[dict[str, Any]]) -> Iterator[None]:
-    """During the block, `loop.simulation` never reveals ``test`` and scores each round
-    on it too (appended to ``scores``: ``round``, ``dice_test``, ``dice_test_per_class``).
-
-    Raises:
-        AssertionError: a round revealed a test slice.
-    """
-    from napari_unet.loop import simulation as sim
-
-    test_set = set(test)
-    choose, score = sim._choose, sim._score
-
-    def choose_outside_test(pred, truth, axis, k, strategy, revealed, gap, candidates, rng):
-        allowed = np.array([c for c in candidates if int(c) not in test_set], dtype=np.int64)
-        new = choose(pred, truth, axis, k, strategy, set(revealed) | test_set, gap, allowed, rng)
-        if test_set & set(new):
-            raise AssertionError(f"test slices {sorted(test_set & set(new))} were revealed")
-        return new
-
-    def score_on_test(r, pred, truth, loop, *rest):
-        result = score(r, pred, truth, loop, *rest)
-        per_class = dice_on_slices(
-            pred.labels.array, truth, loop.slice_axis, test, loop.model.spec.out_channels
-        )
-        scores.append(
-            {"round": r, "dice_test": mean_dice(per_class), "dice_test_per_class": per_class}
-        )
-        return result
-
-    with (
-        mock.patch.object(sim, "_choose", choose_outside_test),
-        mock.patch.object(sim, "_score", score_on_test),
-    ):
-        yield
 
 
 def best_threshold_dice(image: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -203,30 +158,29 @@ def _simulate(s, spec, test, *, rounds, k, strategy, cfg, device, seed) -> dict[
     """One simulated run with the test set held out: its rounds with ``dice_test``."""
     from napari_unet.loop.simulation import simulate
 
-    scores: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    with held_out(test, scores):
-        result = simulate(
-            s.image,
-            s.labels,
-            spec=spec,
-            rounds=rounds,
-            slices_per_round=k,
-            strategy=strategy,
-            config=cfg,
-            device=device,
-            seed=seed,
-        )
+    result = simulate(
+        s.image,
+        s.labels,
+        spec=spec,
+        rounds=rounds,
+        slices_per_round=k,
+        strategy=strategy,
+        config=cfg,
+        device=device,
+        seed=seed,
+        held_out=test,
+    )
     rows = []
-    for r, sc in zip(result.rounds, scores, strict=True):
+    for r in result.rounds:
         assert not set(r.slices) & set(test)
         rows.append(
             {
                 "round": r.round,
                 "revealed_slices": r.revealed_slices,
                 "slices": r.slices,
-                "dice_test": sc["dice_test"],
-                "dice_test_per_class": sc["dice_test_per_class"],
+                "dice_test": r.dice_held_out,
+                "dice_test_per_class": r.dice_held_out_per_class,
                 "dice_unrevealed": r.dice,
                 "dice_revealed": r.dice_revealed,
                 "dice_previous": r.dice_previous,

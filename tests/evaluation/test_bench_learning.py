@@ -63,19 +63,25 @@ def test_simulation_never_reveals_the_test_slices_and_scores_them_every_round(bl
     image, truth = _blobs()
     spec = recommended_spec(["fg"], features=(4, 4, 4, 8, 8, 4), patch_size=(16, 16))
     test = [1, 3, 5, 7, 9, 11, 13, 15]  # half the slices: easy to hit by chance
-    scores: list[dict] = []
     cfg = TrainConfig(steps=3, batch_size=2, val_every=3, augmentation="none", device="cpu")
-    with bl.held_out(test, scores):
-        result = simulate(image, truth, spec=spec, rounds=3, slices_per_round=2,
-                          strategy=strategy, config=cfg, device="cpu", seed=0)  # fmt: skip
+    result = simulate(image, truth, spec=spec, rounds=3, slices_per_round=2, strategy=strategy,
+                      config=cfg, device="cpu", seed=0, held_out=test)  # fmt: skip
     revealed = [s for r in result.rounds for s in r.slices]
     assert len(result.rounds) == 3 and len(revealed) == 6
     assert not set(revealed) & set(test)
-    assert [s["round"] for s in scores] == [1, 2, 3]
-    for s, r in zip(scores, result.rounds, strict=True):
-        assert len(s["dice_test_per_class"]) == 1 and r.revealed_slices == 2 * s["round"]
-        assert s["dice_test"] == s["dice_test_per_class"][0]
-    # outside the block the simulation is its own again
-    from napari_unet.loop import simulation
+    for r in result.rounds:
+        assert len(r.dice_held_out_per_class) == 1
+        assert r.dice_held_out == r.dice_held_out_per_class[0]
+    final = result.rounds[-1]
+    assert result.final is not None and final.dice_held_out is not None
 
-    assert simulation._choose.__name__ == "_choose" and simulation._score.__name__ == "_score"
+
+def test_held_out_slices_outside_the_volume_are_refused(bl):
+    from napari_unet.loop.simulation import simulate
+    from napari_unet.training import TrainConfig, recommended_spec
+
+    image, truth = _blobs()
+    spec = recommended_spec(["fg"], features=(4, 4, 4, 8, 8, 4), patch_size=(16, 16))
+    cfg = TrainConfig(steps=1, augmentation="none", device="cpu")
+    with pytest.raises(ValueError, match=r"held_out slices must be in \[0, 16\) along axis 2"):
+        simulate(image, truth, spec=spec, config=cfg, device="cpu", held_out=[3, 16])

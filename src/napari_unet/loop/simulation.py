@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,8 @@ class RoundResult:
     steps: int
     val_dice: float | None = None
     drift: DriftCheck | None = None
+    dice_held_out: float | None = None
+    dice_held_out_per_class: list[float | None] | None = None
 
 
 @dataclass
@@ -130,6 +132,7 @@ def simulate_steps(
     finetune_config: TrainConfig | None = None,
     device: Device | str = Device.AUTO,
     seed: int | None = None,
+    held_out: Sequence[int] | None = None,
     stop: Callable[[], bool] = never,
 ) -> Job[SimulationResult]:
     """Play a user who reveals the truth slice by slice, as a long job.
@@ -150,6 +153,8 @@ def simulate_steps(
             round's model); None = ``config`` with half the budget.
         device: a `Device`: where to train and predict.
         seed: seeds the "random" strategy; None = ``config.seed`` (default 0).
+        held_out: slice indices (along the slice axis) never revealed, by any strategy
+            or round, and scored every round (``dice_held_out``): a fixed test set.
         stop: returns True to stop (checked between training steps and rounds).
 
     Yields:
@@ -203,6 +208,7 @@ def simulate_steps(
                 later=later,
                 device=device,
                 rng=rng,
+                held_out=held_out,
                 stop=stop,
             )
         )
@@ -225,16 +231,18 @@ def _rounds(
     later: TrainConfig,
     device: Device | str,
     rng: np.random.Generator,
+    held_out: Sequence[int] | None,
     stop: Callable[[], bool],
 ) -> Job[SimulationResult]:
     from napari_unet.inference.preprocess import spec_slice_axis
 
     axis = spec_slice_axis(spec, image.through_plane_axis, slice_axis)
+    held = _check_held_out(held_out, image.shape[axis], axis)
     truth_arr = np.asarray(truth.array)
     want_unc = strategy == Strategy.UNCERTAIN
     t_start = time.perf_counter()
     result = SimulationResult(strategy=strategy, slice_axis=axis)
-    candidates = content_slices(image.array, axis)
+    candidates = np.setdiff1d(content_slices(image.array, axis), held)
     gap = max(1, len(candidates) // (4 * (k * rounds + 1)))
     with tempfile.TemporaryDirectory(prefix="napari-unet-simulate-") as scratch:
         loop = Loop(image, np.zeros(image.shape, np.uint8), slice_axis=axis,
@@ -248,8 +256,8 @@ def _rounds(
             t0 = time.perf_counter()
             if pred is None and loop.model is not None:
                 pred = yield from _predict(loop, want_unc)
-            new = _choose(pred, truth_arr, axis, k, strategy, set(loop.reviewed), gap,
-                          candidates, rng)  # fmt: skip
+            new = _choose(pred, truth_arr, axis, k, strategy, set(loop.reviewed) | set(held),
+                          gap, candidates, rng)  # fmt: skip
             if not new:
                 break
             previous = sorted(loop.reviewed)
@@ -261,7 +269,7 @@ def _rounds(
             pred = yield from _predict(loop, want_unc)
             t2 = time.perf_counter()
             result.rounds.append(_score(r, pred, truth_arr, loop, previous, new, trained,
-                                        (t0, t1, t2)))  # fmt: skip
+                                        (t0, t1, t2), held))  # fmt: skip
             result.final = trained
             if trained.metrics.stopped:
                 break
@@ -320,13 +328,24 @@ def _dice_on(lab, truth, axis, rows, n_classes) -> list[float | None]:
     return dice_per_class(_along(lab, axis, keep), _along(truth, axis, keep), n_classes)
 
 
-def _score(r, pred, truth, loop, previous, new, trained, times) -> RoundResult:
+def _check_held_out(held_out: Sequence[int] | None, n: int, axis: int) -> list[int]:
+    """The held-out slices, sorted and unique; ValueError for one outside ``[0, n)``."""
+    held = sorted({int(s) for s in held_out or ()})
+    if held and (held[0] < 0 or held[-1] >= n):
+        raise ValueError(
+            f"held_out slices must be in [0, {n}) along axis {axis}, got {held[0]}…{held[-1]}"
+        )
+    return held
+
+
+def _score(r, pred, truth, loop, previous, new, trained, times, held) -> RoundResult:
     t0, t1, t2 = times
     lab, axis = pred.labels.array, loop.slice_axis
     n_classes = loop.model.spec.out_channels
     revealed = sorted(loop.reviewed)
     unrevealed = sorted(set(range(lab.shape[axis])) - set(revealed))
     per_class = _dice_on(lab, truth, axis, unrevealed, n_classes)
+    held_dice = _dice_on(lab, truth, axis, held, n_classes) if held else None
     m = trained.metrics
     return RoundResult(
         round=r,
@@ -344,6 +363,8 @@ def _score(r, pred, truth, loop, previous, new, trained, times) -> RoundResult:
         steps=int(m.steps),
         val_dice=m.val_dice,
         drift=m.drift_check,
+        dice_held_out=mean_dice(held_dice) if held else None,
+        dice_held_out_per_class=held_dice if held else None,
     )
 
 
