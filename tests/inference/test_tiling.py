@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from napari_unet.inference.stitch import argmax0
-from napari_unet.inference.tiling import axis_positions, choose_tile, read_tile
+from napari_unet.inference.tiling import (
+    axis_positions,
+    choose_tile,
+    nnunet_importance_map,
+    read_tile,
+    sliding_steps,
+)
 
 
 @pytest.mark.parametrize(
@@ -73,3 +79,17 @@ def test_layout_pads_the_frame_to_the_stride() -> None:
     assert layout.frame == (136, 48, 24)
     assert layout.pad_before == (3, 4, 2)
     assert all(p % 8 == 0 for axis in layout.positions for p in axis)
+
+
+def test_sliding_steps_are_nnunets():
+    """nnU-Net's own example: 110 voxels, patch 64, step 0.5 → starts 0, 23, 46."""
+    assert sliding_steps(110, 64) == [0, 23, 46]
+    assert sliding_steps(64, 64) == [0] and sliding_steps(40, 64) == [0]
+    assert sliding_steps(96, 32) == [0, 16, 32, 48, 64]
+
+
+def test_nnunet_importance_map_peaks_at_ten_and_has_no_zeros():
+    w = nnunet_importance_map((8, 32, 32), torch.device("cpu"))
+    assert w.shape == (8, 32, 32) and w.dtype == torch.float32
+    assert float(w.max()) == pytest.approx(10, rel=1e-3) and float(w[4, 16, 16]) == float(w.max())
+    assert float(w.min()) > 0

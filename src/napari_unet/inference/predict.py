@@ -100,7 +100,10 @@ def predict_steps(
     normalisation) and crop back. With ``spec.target_spacing`` the scan is resampled
     (trilinear) to the model's grid and the labels come back to the input grid by
     nearest neighbour (uncertainty: trilinear); a 2D model's slice axis is never
-    resampled.
+    resampled. A spec with ``inference_style`` "nnunet" (an imported nnU-Net model) is
+    predicted as nnU-Net's predictor does instead (`inference.nnunet_style`: its crop,
+    tile positions at step 0.5 of the patch, gaussian, order-3 resampling in, logits
+    back linearly); ``overlap``, ``roi_size`` and ``channels_last`` do not apply to it.
 
     Args:
         model: a `LoadedModel` or a ``torch.nn.Module`` (its training flag is restored).
@@ -155,6 +158,15 @@ def predict_steps(
     dev = resolve_device(device)
     ax = spec_slice_axis(spec, volume.through_plane_axis, slice_axis)
     slices = _check_slices(slices, volume.shape[ax], ax)
+    if spec.inference_style == "nnunet":  # nnU-Net's own tiling and resampling
+        from napari_unet.inference.nnunet_style import predict_nnunet_steps
+
+        return (
+            yield from predict_nnunet_steps(
+                net, spec, volume, dev=dev, ax=ax, slices=slices, batch_size=batch_size,
+                uncertainty=uncertainty, precision=precision, stop=stop,
+            )
+        )  # fmt: skip
     grid, params, source = _prepare_input(volume, spec, ax)
     plan = _plan_tiles(net, spec, dev, grid, ax, overlap=overlap, roi_size=roi_size,
                        batch_size=batch_size, channels_last=channels_last)  # fmt: skip

@@ -117,6 +117,42 @@ def importance_map(
     return w.to(torch.float32)
 
 
+def sliding_steps(length: int, tile: int, step: float = 0.5) -> list[int]:
+    """Tile starts along one axis as nnU-Net places them (``tile_step_size`` ``step``).
+
+    nnU-Net's ``compute_steps_for_sliding_window``: the fewest tiles whose starts are at
+    most ``step * tile`` apart, spread evenly from 0 to ``length - tile`` and rounded
+    (half to even). ``length`` is the padded extent (at least ``tile``).
+    """
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - tile) / (tile * step)) + 1
+    gap = (length - tile) / (n - 1)
+    return [int(np.round(gap * i)) for i in range(n)]
+
+
+@functools.lru_cache(maxsize=8)
+def _nnunet_gaussian(tile: tuple[int, ...]) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros(tile)
+    impulse[tuple(n // 2 for n in tile)] = 1
+    g = gaussian_filter(impulse, [n / 8 for n in tile], 0, mode="constant", cval=0)
+    g = torch.from_numpy(g / (g.max() / 10)).to(torch.float16)  # nnU-Net keeps it in fp16
+    g[g == 0] = g[g != 0].min()
+    return g.float().numpy()
+
+
+def nnunet_importance_map(tile: Sequence[int], device: torch.device) -> torch.Tensor:
+    """nnU-Net's gaussian blending weights of a tile, float32, layout ``tile``.
+
+    As ``compute_gaussian(tile, sigma_scale=1/8, value_scaling_factor=10)``: an impulse
+    at ``n // 2`` per axis blurred with sigma ``n / 8`` (zero outside), peak scaled to 10,
+    rounded to float16 as nnU-Net stores it, zeros raised to the smallest weight.
+    """
+    return torch.from_numpy(_nnunet_gaussian(tuple(int(n) for n in tile))).to(device)
+
+
 def read_tile(
     source: np.ndarray,
     start: Sequence[int],

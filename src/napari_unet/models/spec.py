@@ -24,6 +24,12 @@ Conventions:
   back, so ``target_spacing``, ``patch_size`` and ``slice_axis`` are in the axis order
   of the reoriented array. Imported nnU-Net models keep their (z, y, x) axis order
   inside the network (``arch_args.axis_order``), so theirs are in ``(i, j, k)`` too.
+* ``inference_style`` None predicts the napari-unet way (tiles aligned to the network's
+  stride, MONAI's gaussian, trilinear resampling, labels back by nearest neighbour);
+  "nnunet" the way nnU-Net v2's predictor does (its crop, sliding-window positions and
+  gaussian, order-3 resampling in, logits back linearly before the argmax:
+  `napari_unet.inference.nnunet_style`). Models imported from nnU-Net set it; files
+  older than format version 3 have no such field and read as None.
 
 A spec arrives from files written by others, so validation checks types and bounds every
 value that sizes an allocation (see the ``MAX_*`` constants): 1–255 labels of at most 64
@@ -48,7 +54,7 @@ from typing import Any
 from napari_unet.io.labelmap import DEFAULT_COLORS
 
 #: Version of the model-file metadata layout. Bump when an old reader could misread a file.
-FORMAT_VERSION = 2  # 2: ModelSpec.orientation (imported models)
+FORMAT_VERSION = 3  # 2: ModelSpec.orientation; 3: ModelSpec.inference_style (nnU-Net)
 
 #: The presets (`preset_spec`).
 ARCHS = ("unet", "resunet", "attention_unet", "classic_unet")
@@ -58,6 +64,8 @@ PRESET_ARCHS = ARCHS
 #: need the optional dynamic_network_architectures package when built).
 IMPORTED_ARCHS = ("segresnet", "dynunet", "swin_unetr", "unetr", "nnunet_plain", "nnunet_resenc")
 ALL_ARCHS = ARCHS + IMPORTED_ARCHS
+#: `ModelSpec.inference_style` values: None (ours) or nnU-Net v2's predictor.
+INFERENCE_STYLES = (None, "nnunet")
 NORMALIZATION_MODES = ("ct", "mr", "none")
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -153,6 +161,8 @@ class ModelSpec:
         name: a short human-readable name.
         orientation: axis codes ("RAS", "LPS" …) the scan is reoriented to (flips and
             transposes only) before the model sees it; None: the array as stored.
+        inference_style: None (napari-unet's tiling and resampling) or "nnunet"
+            (nnU-Net v2's, for models imported from it; see module docstring).
     """
 
     arch: str
@@ -169,6 +179,7 @@ class ModelSpec:
     modality: str = "other"
     name: str = ""
     orientation: str | None = None
+    inference_style: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in ALL_ARCHS:
@@ -220,6 +231,11 @@ class ModelSpec:
                 f"got {_short(self.name)}"
             )
         self.orientation = _orientation(self.orientation)
+        if self.inference_style not in INFERENCE_STYLES:
+            raise ValueError(
+                f"inference_style must be one of {INFERENCE_STYLES}, "
+                f"got {_short(self.inference_style)}"
+            )
         self.arch_args = _arch_args(self.arch_args, self.arch, self.spatial_dims)
         if self.arch == "unetr" and list(self.arch_args.get("img_size", [])) != list(
             self.patch_size

@@ -99,6 +99,51 @@ def train(
     return net.eval()
 
 
+def train_patches(
+    net: torch.nn.Module,
+    volumes: list[tuple[np.ndarray, np.ndarray]],
+    patch: tuple[int, ...],
+    *,
+    steps: int,
+    batch: int = 2,
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Fit a 3D network on random ``patch`` crops of several normalised volumes (one
+    volume per step, in turn; CE loss), as a sliding-window model with per-tile
+    statistics (instance norm) is trained; returned in eval mode.
+
+    Runs on one thread: these tiny convolutions gain nothing from more, and lose much
+    when the cores are shared.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    net.train()
+    try:
+        for step in range(steps):
+            x, y = volumes[step % len(volumes)]
+            pad = [(0, max(0, p - n)) for n, p in zip(x.shape, patch, strict=True)]
+            x, y = np.pad(x, pad), np.pad(y, pad)
+            xb, yb = [], []
+            for _ in range(batch):
+                c = [int(rng.integers(0, n - p + 1)) for n, p in zip(x.shape, patch, strict=True)]
+                box = tuple(slice(a, a + p) for a, p in zip(c, patch, strict=True))
+                xb.append(x[box])
+                yb.append(y[box])
+            out = net(torch.as_tensor(np.stack(xb), dtype=torch.float32)[:, None])
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            loss = torch.nn.functional.cross_entropy(out, torch.as_tensor(np.stack(yb)).long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return net.eval()
+
+
 def zoo_config(
     network_def: dict[str, Any],
     transforms: list[dict[str, Any]],

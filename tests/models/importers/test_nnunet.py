@@ -11,6 +11,8 @@ from tests.models.importers import factory as F
 from tests.models.importers.conftest import (
     NN_KERNELS,
     NN_STRIDES,
+    NN_TILED_PATCH,
+    NN_TILED_SPACINGS,
     needs_dna,
     needs_nnunet,
     nnunet_network,
@@ -20,6 +22,7 @@ from napari_unet.errors import ModelFileError
 from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.inference.orientation import predict_oriented_steps
 from napari_unet.inference.preprocess import normalization_params
+from napari_unet.inference.tiling import sliding_steps
 from napari_unet.io.nifti import load_nifti
 from napari_unet.jobs import run_job
 from napari_unet.models.files import load_model
@@ -55,6 +58,52 @@ def test_prediction_agrees_with_nnunet_predictor(nnunet_trained, ct4, tmp_path):
     np.testing.assert_array_equal(pred.labels.affine, volume.affine)
     np.testing.assert_allclose(reference.affine, volume.affine, atol=1e-5)
     assert max(dice_per_class(pred.labels.array, ct4[1].array, 4)) > 0.6  # a model, not noise
+
+
+def tiled_agreement(nnunet_tiled, spacing, tmp_path):
+    """Ours and nnUNetPredictor on the `nnunet_tiled` scan with plans of ``spacing``
+    (nnU-Net's z, y, x): (our Prediction, nnU-Net's labels, Dice between them, the scan)."""
+    net, props, image, _labels, nifti = nnunet_tiled
+    plans = F.nnunet_plans(patch=NN_TILED_PATCH, spacing=spacing, features=[8, 16, 32],
+                           kernels=NN_KERNELS, strides=NN_STRIDES, properties=props)  # fmt: skip
+    folder = F.write_nnunet(tmp_path, net, plans)
+    reference = nnunet_prediction(folder, nifti, tmp_path / "nnunet.nii.gz")
+    np.testing.assert_allclose(reference.affine, image.affine, atol=1e-5)
+    model = load_model(import_model(folder, tmp_path / "m.safetensors"))
+    assert model.spec.inference_style == "nnunet"
+    pred = run_job(predict_oriented_steps(model, None, image, device="cpu"))
+    np.testing.assert_array_equal(pred.labels.affine, image.affine)
+    assert pred.labels.shape == image.shape
+    return pred, reference.array, dice_per_class(pred.labels.array, reference.array, 4), image
+
+
+@needs_nnunet
+@pytest.mark.slow
+def test_several_windows_per_axis_agree_with_nnunet_predictor(nnunet_tiled, tmp_path):
+    """Tiles at nnU-Net's positions with its gaussian: an instance-normalised network's
+    answer depends on where the tiles lie (stride-aligned tiles gave Dice 0.72)."""
+    pred, reference, dice, image = tiled_agreement(nnunet_tiled, NN_TILED_SPACINGS["native"],
+                                                   tmp_path)  # fmt: skip
+    assert pred.info["model_grid"] == list(image.shape)  # no resampling here
+    windows = [len(sliding_steps(n, p)) for n, p in zip(image.shape, (32, 32, 8), strict=True)]
+    assert min(windows) >= 2 and pred.info["n_tiles"] == np.prod(windows) >= 12, windows
+    assert min(dice) >= 0.99, dice
+    truth = dice_per_class(reference, nnunet_tiled[3].array, 4)
+    assert mean_dice(truth) > 0.8, truth  # a segmenter: agreement is not about near-ties
+
+
+@needs_nnunet
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["coarser", "anisotropic"])
+def test_resampled_prediction_agrees_with_nnunet_predictor(nnunet_tiled, tmp_path, name):
+    """Plans spacing other than the scan's: order-3 splines in (slice by slice when
+    anisotropic), logits back linearly before the argmax, several windows."""
+    pred, reference, dice, image = tiled_agreement(nnunet_tiled, NN_TILED_SPACINGS[name],
+                                                   tmp_path)  # fmt: skip
+    assert pred.info["model_grid"] != list(image.shape) and pred.info["n_tiles"] >= 4
+    assert min(dice) >= 0.99, dice
+    truth = dice_per_class(reference, nnunet_tiled[3].array, 4)
+    assert mean_dice(truth) > 0.8, truth
 
 
 @needs_dna

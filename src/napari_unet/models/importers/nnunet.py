@@ -24,6 +24,10 @@ holds ``dataset.json``, ``plans.json`` and ``fold_N/checkpoint_final.pth`` (or
   network by `build_model`), and ``spacing``/``patch_size`` are stored per our axis:
   ``target_spacing[2 - tf[m]] = spacing[m]``. Readers that reorient first
   (``NibabelIOWithReorient``) set ``orientation`` "RAS".
+* prediction: ``inference_style`` "nnunet", so that the model is run as nnU-Net's
+  predictor runs it (crop to nonzero, order-3 resampling, its sliding-window positions
+  and gaussian, logits back linearly before the argmax: `napari_unet.inference
+  .nnunet_style`); an instance-normalised network's answer depends on all of them.
 * the checkpoint: ``torch.load(weights_only=True)`` with only `SAFE_GLOBALS` allowed
   (numpy scalars and dtypes that nnU-Net's training log holds), scoped to the call.
 
@@ -411,6 +415,7 @@ def _spec(
             modality=modality,
             name=short(f"{plans.get('dataset_name', 'nnunet')}-{config_name}", 200),
             orientation=orientation or _READERS_REORIENT.get(reader),
+            inference_style="nnunet",
         )
     except (ValueError, TypeError) as e:
         raise ModelFileError(f"{where}: configuration {config_name!r}: {short(e, 300)}") from None
