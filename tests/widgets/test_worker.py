@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from napari_unet._widgets import _gc_freeze
 
 
@@ -76,3 +78,28 @@ def test_progress_is_batched_and_the_last_event_always_arrives(make_napari_viewe
     qtbot.waitUntil(lambda: results == ["done"], timeout=10000)
     assert [d for batch in calls for d in batch] == list(range(1, 42))  # none lost
     assert len(calls) <= 6  # at most ~4 refreshes a second
+
+
+@pytest.mark.parametrize("activity", [True, False])
+def test_activity_dock_entry_only_when_asked(make_napari_viewer, qtbot, activity):
+    """napari's activity entry animates a GIF that repaints the whole window; the
+    panel's loop jobs (shown in its own bar) start without one."""
+    from napari.utils import progress
+
+    from napari_unet._widgets._worker import start_job
+    from napari_unet.jobs import Progress
+
+    make_napari_viewer()
+    seen: list[int] = []
+
+    def job():
+        seen.append(len(progress._all_instances))  # while the job runs
+        yield Progress(1, 1, "")
+        return "done"
+
+    before = len(progress._all_instances)
+    results: list[str] = []
+    start_job(job, description="test", on_result=results.append, activity=activity)
+    qtbot.waitUntil(lambda: results == ["done"], timeout=5000)
+    assert seen == [before + (1 if activity else 0)]
+    qtbot.waitUntil(lambda: len(progress._all_instances) == before, timeout=5000)

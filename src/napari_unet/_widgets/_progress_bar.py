@@ -20,7 +20,8 @@ from qtpy.QtWidgets import QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidg
 
 from napari_unet._widgets._worker import add_progress_listener
 
-#: Jobs of the loop shown here (their `start_job` descriptions).
+#: Jobs of the loop shown here (their `start_job` descriptions; started with
+#: ``activity=False``: napari's activity dock does not show them a second time).
 LOOP_JOBS = ("Segmenting", "Fine-tuning")
 IDLE_TEXT = "No job running."
 

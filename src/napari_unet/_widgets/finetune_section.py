@@ -111,7 +111,7 @@ class FinetuneSection(QGroupBox):
         self.status.setText("Fine-tuning: preparing the reviewed slices …")
         self._busy(True)
         self.worker = start_job(job, description="Fine-tuning", on_result=done,
-                                on_progress=progress,
+                                on_progress=progress, activity=False,
                                 on_finished=lambda: self._busy(False))  # fmt: skip
         self.started.emit()
         return self.worker

@@ -202,7 +202,7 @@ class SegmentSection(QGroupBox):
 
         self._busy(True)
         self.worker = start_job(job, description="Segmenting", on_result=done,
-                                on_finished=finished)  # fmt: skip
+                                on_finished=finished, activity=False)  # fmt: skip
         return self.worker
 
     def _uncertainty_name(self) -> str:
