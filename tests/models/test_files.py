@@ -55,7 +55,16 @@ def test_round_trip(tmp_path: Path, model: torch.nn.Module) -> None:
         assert torch.equal(loaded.model.state_dict()[k], v), k
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temp file left
     header = read_model_header(path)
-    assert header["format_version"] == FORMAT_VERSION and header["hash"] == digest
+    assert header["hash"] == digest
+    # an ordinary model is written as format 2, readable by releases before format 3
+    assert header["format_version"] == 2 < FORMAT_VERSION
+    from safetensors import safe_open
+
+    from napari_unet.models.files import METADATA_KEY
+
+    with safe_open(str(path), "pt") as f:
+        raw = json.loads(f.metadata()[METADATA_KEY])
+    assert raw["format_version"] == 2 and "inference_style" not in raw["spec"]
 
 
 def test_hash_changes_with_weights(model: torch.nn.Module) -> None:

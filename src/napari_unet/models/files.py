@@ -159,9 +159,10 @@ def save_model(
     lineage = dict(lineage or {})
     lineage.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     lineage.setdefault("versions", package_versions())
+    version, spec_form = spec.file_form()
     meta = {
-        "format_version": FORMAT_VERSION,
-        "spec": spec.to_dict(),
+        "format_version": version,
+        "spec": spec_form,
         "lineage": lineage,
         "hash": digest,
     }

@@ -254,6 +254,17 @@ class ModelSpec:
         """Plain-JSON form (lists instead of tuples)."""
         return json.loads(json.dumps(asdict(self)))
 
+    def file_form(self) -> tuple[int, dict[str, Any]]:
+        """(format version, JSON form) for a model file: the lowest version that holds
+        this spec. A field a later format added is left out while it has its default
+        (``inference_style`` None), so ordinary models stay readable by napari-unet
+        releases that know format 2."""
+        data = self.to_dict()
+        if self.inference_style is None:
+            del data["inference_style"]
+            return 2, data
+        return FORMAT_VERSION, data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         """Inverse of `to_dict`; unknown keys raise ValueError naming them.
