@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from napari_unet.inference.device import autocast_dtype
-from napari_unet.inference.predict import Prediction, _eval_on, _first_width
+from napari_unet.inference.predict import Prediction
 from napari_unet.inference.preprocess import apply_normalization, normalization_params
 from napari_unet.inference.resampling import resample_image, resample_logits, separate_axis
-from napari_unet.inference.runner import Runner
+from napari_unet.inference.runner import Runner, eval_on, first_width
 from napari_unet.inference.stitch import argmax0
 from napari_unet.inference.tiling import nnunet_importance_map, read_tile, sliding_steps
 from napari_unet.io.volume import Volume
@@ -103,10 +103,10 @@ def predict_nnunet_steps(
     source = np.moveaxis(data, ax, 0) if flat else data
     tiles, layout = _tiles(source.shape, tile, flat=flat, ax=ax, rows=rows, crop_n=crop.shape)
     if batch_size is None:
-        budget = _BATCH_VOXELS["cuda" if dev.type == "cuda" else "cpu"] * 16 // _first_width(spec)
+        budget = _BATCH_VOXELS["cuda" if dev.type == "cuda" else "cpu"] * 16 // first_width(spec)
         batch_size = max(1, budget // math.prod(tile))
     amp = autocast_dtype(dev, precision, net=net)
-    with _eval_on(net, dev, False) as ready:
+    with eval_on(net, dev, False) as ready:
         run = Runner(ready, dev, amp, batch_size)
         logits = yield from _slide(run, source, tiles, tile, layout, spec.out_channels,
                                    flat=flat, stop=stop)  # fmt: skip

@@ -13,9 +13,8 @@ back to the input grid (`_to_input_grid`).
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ from napari_unet.inference.preprocess import (
     resample,
     spec_slice_axis,
 )
-from napari_unet.inference.runner import Runner
+from napari_unet.inference.runner import Runner, eval_on, first_width
 from napari_unet.inference.stitch import Layout, slices_2d, sliding_window_3d
 from napari_unet.inference.tiling import choose_tile
 from napari_unet.io.volume import Volume
@@ -262,7 +261,7 @@ def _plan_tiles(
     dims = spec.spatial_dims
     kind = "cuda" if dev.type == "cuda" else "cpu"
     max_tile, batch_vox = _BUDGETS[(kind, dims)]
-    width = _first_width(spec)
+    width = first_width(spec)
     max_tile = max(max_tile * 16 // width, 4096)
     batch_vox = max(batch_vox * 16 // width, 4096)
     extent = grid if dims == 3 else tuple(n for a, n in enumerate(grid) if a != ax)
@@ -311,7 +310,7 @@ def _run_batches(
     shape = (grid[first], *(n for a, n in enumerate(grid) if a != first))
     out_labels = np.zeros(shape, dtype=np.uint8 if n_classes <= 256 else np.uint16)
     out_unc = np.zeros(shape, dtype=np.float32) if uncertainty else None
-    with _eval_on(net, dev, plan.channels_last) as net_ready:
+    with eval_on(net, dev, plan.channels_last) as net_ready:
         run = Runner(net_ready, dev, amp, plan.batch_size, channels_last=plan.channels_last)
         if spec.spatial_dims == 2:
             todo = slices if slices is not None else list(range(input_shape[ax]))
@@ -382,35 +381,3 @@ def predict_volume(
 ) -> Prediction:
     """Run `predict_steps` to the end (same arguments) and return its Prediction."""
     return run_job(predict_steps(model, spec, volume, **options), progress)
-
-
-def _first_width(spec: ModelSpec) -> int:
-    args = spec.arch_args
-    widths = args.get("channels") or args.get("features") or [16]
-    return max(1, int(widths[0]))
-
-
-@contextlib.contextmanager
-def _eval_on(
-    net: torch.nn.Module, device: torch.device, channels_last: bool
-) -> Iterator[torch.nn.Module]:
-    """The network in eval mode on ``device``; training flag, memory format and cuDNN
-    autotuning restored afterwards (the network stays on ``device``)."""
-    was_training = net.training
-    bench = torch.backends.cudnn.benchmark
-    net.eval().to(device)
-    if channels_last:
-        net.to(memory_format=torch.channels_last if _is_2d(net) else torch.channels_last_3d)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    try:
-        yield net
-    finally:
-        torch.backends.cudnn.benchmark = bench
-        if channels_last:
-            net.to(memory_format=torch.contiguous_format)
-        net.train(was_training)
-
-
-def _is_2d(net: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.Conv2d) for m in net.modules())

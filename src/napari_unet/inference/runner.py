@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from napari_unet.inference.device import CPU, autocast, empty_cache, is_oom
+
+if TYPE_CHECKING:
+    from napari_unet.models.spec import ModelSpec
 
 R = TypeVar("R")
 
@@ -147,3 +151,36 @@ class Runner:
     def _say(self, message: str) -> None:
         self.messages.append(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def first_width(spec: ModelSpec) -> int:
+    """Channels of the network's first stage (16 when the spec does not say)."""
+    args = spec.arch_args
+    widths = args.get("channels") or args.get("features") or [16]
+    return max(1, int(widths[0]))
+
+
+@contextlib.contextmanager
+def eval_on(
+    net: torch.nn.Module, device: torch.device, channels_last: bool
+) -> Iterator[torch.nn.Module]:
+    """The network in eval mode on ``device``; training flag, memory format and cuDNN
+    autotuning restored afterwards (the network stays on ``device``)."""
+    was_training = net.training
+    bench = torch.backends.cudnn.benchmark
+    net.eval().to(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last if is_2d(net) else torch.channels_last_3d)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield net
+    finally:
+        torch.backends.cudnn.benchmark = bench
+        if channels_last:
+            net.to(memory_format=torch.contiguous_format)
+        net.train(was_training)
+
+
+def is_2d(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
