@@ -412,6 +412,8 @@ def _batch_input(
     block, rows = _slice_block(source, np.unique(idx))
     if block.dtype.kind == "u" and block.dtype.itemsize > 1:  # torch lacks most uint16 ops
         block = block.astype(np.int64 if block.dtype.itemsize > 2 else np.int32)
+    elif block.dtype == np.float64:  # normalised in float32 anyway; MPS has no float64
+        block = block.astype(np.float32)
     raw = torch.from_numpy(block).to(run.device)
     picked = raw[torch.from_numpy(np.searchsorted(rows, idx)).to(run.device)]
     x = torch.zeros((*idx.shape, *layout.tile), dtype=torch.float32, device=run.device)
