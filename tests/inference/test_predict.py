@@ -100,6 +100,26 @@ def test_2d_context_channels_and_slice_axis() -> None:
     np.testing.assert_array_equal(pred.labels.array[5], ref)
 
 
+def test_2d_whole_slices_every_slice_and_entropy_match_one_pass() -> None:
+    """Whole-slice batches (one tile per slice): edge slices repeat their neighbour as
+    context, a last batch smaller than the others, labels and normalised entropy equal
+    to one forward pass over all slices."""
+    spec, net = _net(2, context=1)
+    vol = _volume((20, 18, 7))
+    pred = predict_volume(net, spec, vol, device="cpu", slice_axis=0, batch_size=3,
+                          uncertainty=True)  # fmt: skip
+    x = apply_normalization(vol.array, normalization_params(vol.array, spec.normalization))
+    rows = np.clip(np.arange(20)[:, None] + np.arange(-1, 2), 0, 19)
+    x = torch.nn.functional.pad(x[torch.from_numpy(rows)], (0, 1, 0, 0))
+    with torch.inference_mode():
+        logits = net(x)[..., :7]
+    p = torch.softmax(logits, 1)
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(1) / np.log(3)
+    assert pred.info["n_tiles"] == 1 and pred.info["batch_size"] == 3
+    np.testing.assert_array_equal(pred.labels.array, logits.argmax(1).numpy())
+    np.testing.assert_allclose(pred.uncertainty.array, entropy.numpy(), atol=1e-5)
+
+
 def test_slices_restriction_2d_and_3d() -> None:
     for dims in (2, 3):
         spec, net = _net(dims)
