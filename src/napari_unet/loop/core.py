@@ -23,7 +23,6 @@ caller's thread. While a job runs, the actions that would change what it works o
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,32 +33,19 @@ from psygnal import Signal
 from napari_unet.errors import InputError
 from napari_unet.io.volume import Volume
 from napari_unet.jobs import Job, never
+from napari_unet.loop import _persist, _review, _versions
+from napari_unet.loop._busy import BusyJob as _BusyJob
+from napari_unet.loop._predictions import label_array as _label_array
+from napari_unet.loop._predictions import merge_edit, writer_of
+from napari_unet.loop._predictions import signed as _signed
+from napari_unet.loop._review import ALMOST_EMPTY, UNCERTAIN_SLICE
 from napari_unet.loop.merge import Edit, SliceInformation, merge_unreviewed, unreviewed_content
 from napari_unet.loop.merge import empty_slices as _empty_slices
-from napari_unet.loop.merge import slice_information as _slice_information
-from napari_unet.loop.steps import (
-    TrainedVersion,
-    TrainingData,
-    finetune_job,
-    predict_job,
-    split_slices,
-    version_file,
-)
-from napari_unet.outputs import atomic_output, check_output
+from napari_unet.loop.steps import TrainedVersion, finetune_job, predict_job
 from napari_unet.typing import Device
-from napari_unet.workspace import ModelVersion, Recovery, Workspace
+from napari_unet.workspace import ModelVersion, Workspace
 
-#: A slice's prediction is "uncertain" when the mean uncertainty (softmax entropy /
-#: log(classes), in [0, 1]) over its foreground and the voxels near it is above this.
-#: Measured on the CT phantom (sample_data, 3 organs, 2D): an untrained model scores 0.99
-#: on every slice; after a 45 s CPU fine-tune on 6 slices, 0.03-0.31, and the only three
-#: slices above 0.2 were the worst predicted (mean Dice 0.18-0.32; the rest 0.29-1.0).
-#: 0.2 is about the entropy of 97 : 3 between two classes.
-UNCERTAIN_SLICE = 0.2
-
-#: Slices with less foreground than this fraction of the median foreground of the
-#: slices that have any are "almost empty" (edge slices): reviewed last.
-ALMOST_EMPTY = 0.05
+__all__ = ["ALMOST_EMPTY", "UNCERTAIN_SLICE", "Loop"]
 
 
 class Loop:
@@ -89,7 +75,7 @@ class Loop:
 
     labels_writer: str | None = None
     _labels_epoch = 0  # bumped whenever the labels change other than by painting
-    _information: tuple[Any, Any, int, SliceInformation] | None = None
+    _information: _review.InformationCache | None = None
 
     labels_changed = Signal(object)
     reviewed_changed = Signal()
@@ -159,11 +145,7 @@ class Loop:
 
     @property
     def models_folder(self) -> Path:
-        if self._models_folder is not None:
-            return self._models_folder
-        if self.workspace.folder is not None:
-            return self.workspace.folder / "models"
-        return Recovery(self.image).folder / "models"
+        return _versions.models_folder(self._models_folder, self.workspace)
 
     def _idle(self, action: str) -> None:
         if self._busy:
@@ -193,23 +175,11 @@ class Loop:
             **spec_options: `training.recipe.make_spec` options (context_slices,
                 patch_size, target_spacing).
         """
-        import torch
-
-        from napari_unet.models import build_model, save_model
-        from napari_unet.training.recipe import guess_modality, make_spec
-
         self._idle("create a model")
-        modality = modality or guess_modality(self.image.array, self.image.modality)
-        try:
-            spec = make_spec(labels, modality=modality, arch=arch, spatial_dims=spatial_dims,
-                             **spec_options)  # fmt: skip
-        except (TypeError, ValueError) as e:
-            raise InputError(f"new model: {e}") from None
-        path = Path(out) if out is not None else self._new_file(spec)
-        torch.manual_seed(seed)
-        lineage = {"parent": None, "note": "new, untrained", "init_seed": seed,
-                   "image": self.image.source}  # fmt: skip
-        digest = save_model(path, build_model(spec), spec, lineage)
+        path, digest = _versions.create_model(
+            self.image, labels, spatial_dims=spatial_dims, arch=arch, modality=modality,
+            seed=seed, out=out, new_file=self._new_file, spec_options=spec_options,
+        )  # fmt: skip
         return self._adopt(path, digest, None, note="untrained")
 
     def open_model(self, path: str | os.PathLike) -> ModelVersion:
@@ -242,10 +212,7 @@ class Loop:
 
     def add_version(self, trained: TrainedVersion) -> ModelVersion:
         """Make a fine-tune's result the current version (see `finetune`)."""
-        version = ModelVersion(str(trained.path), trained.hash, trained.parent,
-                               metrics=trained.metrics.to_dict())  # fmt: skip
-        if trained.flagged:
-            version.note = "flagged: worse on earlier slices"
+        version = _versions.trained_version(trained)
         self.workspace.add_model(version)
         self.workspace.current = version.hash
         self.model = trained.model
@@ -253,28 +220,13 @@ class Loop:
         return version
 
     def _adopt(self, path: Path, digest: str, parent, *, loaded=None, **fields) -> ModelVersion:
-        from napari_unet.models.files import load_model
-
-        loaded = loaded or load_model(path)
-        top = int(self.labels.max()) if self.labels.size else 0
-        if top > len(loaded.spec.labels):
-            raise InputError(
-                f"{path}: the labels hold label {top}, but the model knows "
-                f"{len(loaded.spec.labels)} ({', '.join(loaded.spec.labels)})"
-            )
-        version = ModelVersion(str(path), digest, parent, **fields)
-        self.workspace.add_model(version)
-        self.workspace.current = digest
-        self.workspace.label_names = list(loaded.spec.labels)
-        self.workspace.label_colors = list(loaded.spec.colors)
-        self.model = loaded
+        version, self.model = _versions.adopt(self.workspace, path, digest, parent,
+                                              loaded=loaded, **fields)  # fmt: skip
         self.model_changed.emit()
         return version
 
     def _new_file(self, spec) -> Path:
-        folder = self.models_folder
-        folder.mkdir(parents=True, exist_ok=True)
-        return version_file(folder, spec)
+        return _versions.new_version_file(self.models_folder, spec)
 
     def _require_model(self):
         if self.model is None:
@@ -337,20 +289,7 @@ class Loop:
         as reviewed), which spreads the reviews out and leaves the edges for last.
         """
         ws = self.workspace
-        n = ws.n_slices
-        unreviewed = np.array(sorted(set(range(n)) - ws.reviewed), dtype=np.int64)
-        if unreviewed.size == 0:
-            return []
-        info = self.slice_information()
-        filled = info.foreground[info.foreground > 0]
-        if filled.size:
-            almost_empty = info.foreground < ALMOST_EMPTY * float(np.median(filled))
-        else:
-            almost_empty = np.zeros(n, dtype=bool)
-        walls = np.array(sorted(ws.reviewed | {-1, n}), dtype=np.int64)
-        gap = np.min(np.abs(unreviewed[:, None] - walls[None, :]), axis=1)
-        order = np.lexsort((-gap, -info.information[unreviewed], almost_empty[unreviewed]))
-        return [int(i) for i in unreviewed[order]]
+        return _review.review_order(ws.reviewed, ws.n_slices, self.slice_information)
 
     def slice_information(self) -> SliceInformation:
         """Per-slice information, uncertainty and foreground of the labels and the last
@@ -359,18 +298,11 @@ class Loop:
         Kept until a merge, `use_labels`, `labels_edited` or a new uncertainty; painting
         (which only changes slices it makes reviewed) does not recompute it.
         """
-        cached = self._information
-        if not (
-            cached is not None
-            and cached[0] is self.last_uncertainty
-            and cached[1] is self.labels
-            and cached[2] == self._labels_epoch
-        ):
-            info = _slice_information(self.labels, self.last_uncertainty,
-                                      slice_axis=self.slice_axis)  # fmt: skip
-            cached = self._information = (self.last_uncertainty, self.labels,
-                                          self._labels_epoch, info)  # fmt: skip
-        return cached[3]
+        self._information = _review.cached_information(
+            self._information, self.last_uncertainty, self.labels, self._labels_epoch,
+            slice_axis=self.slice_axis,
+        )  # fmt: skip
+        return self._information[3]
 
     def slice_uncertainty(self, index: int) -> float | None:
         """Mean uncertainty of the last prediction over a slice's foreground and the
@@ -390,15 +322,7 @@ class Loop:
         """Whether the live model has learned from data: fine-tuned (its version's
         metrics have ``steps`` or ``trained_slices``) or imported from a trained model
         (its lineage names the source). False for a new model and without a model."""
-        if self.model is None:
-            return False
-        current = self.current
-        metrics = current.metrics if current is not None else {}
-        if metrics.get("steps") or metrics.get("trained_slices"):
-            return True
-        lineage = getattr(self.model, "lineage", None)
-        lineage = lineage if isinstance(lineage, dict) else {}
-        return any(lineage.get(key) for key in ("imported_from", "source", "trained_on"))
+        return _versions.is_trained(self.model, self.current)
 
     def foreign_content(self) -> int:
         """Foreground voxels on unreviewed slices that the live model's line did not write.
@@ -409,12 +333,8 @@ class Loop:
         from a file or an earlier session, another model's prediction) is foreign: a
         merge would replace it, so a front end asks first. Returns its voxel count.
         """
-        writer, current = self.labels_writer, self.workspace.current
-        if (
-            writer is not None
-            and current is not None
-            and (writer in self._lineage(current) or current in self._lineage(writer))
-        ):
+        ws = self.workspace
+        if _versions.same_line(ws.models, self.labels_writer, ws.current):
             return 0
         return unreviewed_content(self.labels, reviewed=self.workspace.reviewed,
                                   slice_axis=self.slice_axis)  # fmt: skip
@@ -423,15 +343,6 @@ class Loop:
         """Unreviewed slices without foreground (for ``merge(..., only=...)``)."""
         return _empty_slices(self.labels, reviewed=self.workspace.reviewed,
                              slice_axis=self.slice_axis)  # fmt: skip
-
-    def _lineage(self, version_hash: str) -> set[str]:
-        """The version and its ancestors among this loop's versions."""
-        parents = {v.hash: v.parent for v in self.workspace.models}
-        seen: set[str] = set()
-        while version_hash is not None and version_hash not in seen:
-            seen.add(version_hash)
-            version_hash = parents.get(version_hash)
-        return seen
 
     # --- jobs ------------------------------------------------------------------------------
     def predict(
@@ -445,16 +356,14 @@ class Loop:
         """
         self._idle("start a prediction")
         model = self._require_model()
-        top = int(self.labels.max()) if self.labels.size else 0
+        top = _versions.highest_label(self.labels)
         if top > len(model.spec.labels):
             raise InputError(
                 f"the labels hold label {top}, but the model knows {len(model.spec.labels)} "
                 f"label(s) ({', '.join(model.spec.labels)}): use a model with matching labels"
             )
-        slices = None
         ws = self.workspace
-        if only_unreviewed and ws.reviewed:
-            slices = sorted(set(range(ws.n_slices)) - ws.reviewed)
+        slices = _review.slices_to_predict(ws.reviewed, ws.n_slices, only_unreviewed)
         job = predict_job(model, self.image, slice_axis=self.slice_axis, slices=slices,
                           device=self.device, uncertainty=uncertainty,
                           batch_size=batch_size, stop=stop)  # fmt: skip
@@ -490,22 +399,14 @@ class Loop:
             planned: the Edit `plan_merge` computed for this prediction (and ``only``)
                 off the GUI thread; only what became reviewed since is dropped here.
         """
-        if planned is None:
-            edit = merge_unreviewed(self.labels, _label_array(prediction),
-                                    reviewed=self.workspace.reviewed, slice_axis=self.slice_axis,
-                                    only=only, write=writer is None)  # fmt: skip
-        else:
-            edit = planned.without_slices(self.workspace.reviewed, self.slice_axis)
-            if writer is None:
-                edit.redo(self.labels)
-        if writer is not None:
-            writer(edit)
+        edit = merge_edit(self.labels, prediction, reviewed=self.workspace.reviewed,
+                          slice_axis=self.slice_axis, only=only, writer=writer,
+                          planned=planned)  # fmt: skip
         unc = getattr(prediction, "uncertainty", None)
         if unc is not None:
             self.last_uncertainty = np.asarray(unc.array)
         if only is None:
-            info = getattr(prediction, "info", None)
-            self.labels_writer = info.get("model") if isinstance(info, dict) else None
+            self.labels_writer = writer_of(prediction)
         self._labels_epoch += 1
         self.labels_changed.emit(edit)
         return edit
@@ -553,16 +454,9 @@ class Loop:
         self._idle("start fine-tuning")
         model = self.model if self.model is not None or spec is not None else self._require_model()
         spec = model.spec if model is not None else spec
-        ws = self.workspace
-        if all_voxels or ignore_label is not None:
-            data = TrainingData(None, [], ignore_label)
-        else:
-            if not ws.reviewed:
-                raise InputError("no reviewed slices yet: correct or accept a slice first")
-            if previous is None:
-                parent = self.current
-                previous = parent.metrics.get("trained_slices", []) if parent else []
-            data = split_slices(sorted(ws.reviewed), sorted(previous))
+        data = _review.training_data(self.workspace.reviewed, previous=previous,
+                                     parent=self.current, all_voxels=all_voxels,
+                                     ignore_label=ignore_label)  # fmt: skip
         config = config or TrainConfig(device=self.device)
         if seconds is not None or steps is not None:
             config = replace(config, seconds=seconds if steps is None else None, steps=steps)
@@ -586,101 +480,17 @@ class Loop:
     # --- files -----------------------------------------------------------------------------
     def export(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the labels as NIfTI on the scan's exact grid and affine."""
-        from napari_unet.io.nifti import NIFTI_SUFFIXES, save_nifti
-        from napari_unet.io.volume import smallest_label_dtype
-
-        out = check_output(path, overwrite=overwrite, inputs=[self.image.source],
-                           suffixes=NIFTI_SUFFIXES)  # fmt: skip
-        array = self.labels.astype(smallest_label_dtype(self.labels), copy=False)
-        return save_nifti(self.image.with_array(array), out, overwrite=overwrite)
+        return _persist.export_labels(self.image, self.labels, path, overwrite=overwrite)
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Save scan, labels, reviewed slices and every model version in a folder."""
-        ws = self.workspace
-        target = Path(folder) if folder is not None else ws.folder
-        if target is None:
-            raise InputError("choose a folder to save the workspace in")
-        ws.check_target(target)  # before anything is written into it
-        models = target / "models"
-        models.mkdir(parents=True, exist_ok=True)
-        for version in ws.models:  # bring model files into the workspace
-            source = ws.model_path(version.hash)
-            if (
-                source is not None
-                and source.exists()
-                and source.parent.resolve() != models.resolve()
-            ):
-                with atomic_output(models / source.name) as tmp:
-                    shutil.copyfile(source, tmp)
-                version.file = source.name
-        return ws.save(target, checked=True)
+        return _persist.save_workspace(self.workspace, folder)
 
     @classmethod
     def open(cls, folder: str | os.PathLike, *, device: Device | str = Device.AUTO) -> Loop:
         """Reopen a saved workspace with its current model version."""
-        from napari_unet.models.files import load_model
-
         ws = Workspace.open(folder)
         loop = cls.__new__(cls)
         loop._start(ws, device, None)
-        if ws.current is not None and ws.model_path() is not None:
-            loop.model = load_model(ws.model_path())
+        loop.model = _persist.load_current_model(ws)
         return loop
-
-
-def _signed(job: Job[Any], model_hash: str) -> Job[Any]:
-    """The prediction job, its result signed with the model version that made it."""
-    prediction = yield from job
-    if isinstance(getattr(prediction, "info", None), dict):
-        prediction.info.setdefault("model", model_hash)
-    return prediction
-
-
-class _BusyJob:
-    """A generator wrapper that calls ``release`` once when the job is over.
-
-    Over means: it returned, raised, was closed, or was dropped without being run.
-    """
-
-    def __init__(self, job: Job[Any], release: Callable[[], None]) -> None:
-        self._job, self._release = job, release
-
-    def __iter__(self) -> _BusyJob:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
-        try:
-            return self._job.send(value)
-        except BaseException:
-            self._done()
-            raise
-
-    def throw(self, *args: Any) -> Any:
-        try:
-            return self._job.throw(*args)
-        except BaseException:
-            self._done()
-            raise
-
-    def close(self) -> None:
-        try:
-            self._job.close()
-        finally:
-            self._done()
-
-    def __del__(self) -> None:
-        self._done()
-
-    def _done(self) -> None:
-        release, self._release = self._release, None
-        if release is not None:
-            release()
-
-
-def _label_array(prediction: Any) -> np.ndarray:
-    """The label array of a `Prediction`, a label `Volume` or an array."""
-    labels = getattr(prediction, "labels", prediction)
-    return np.asarray(getattr(labels, "array", labels))
