@@ -30,10 +30,12 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
+import napari_unet.loop._persist as _persist
+import napari_unet.loop._review as _review
+import napari_unet.loop._versions as _versions
 from napari_unet.errors import InputError
 from napari_unet.io.volume import Volume
 from napari_unet.jobs import Job, never
-from napari_unet.loop import _persist, _review, _versions
 from napari_unet.loop._busy import BusyJob as _BusyJob
 from napari_unet.loop._predictions import label_array as _label_array
 from napari_unet.loop._predictions import merge_edit, writer_of
