@@ -33,19 +33,16 @@ import numpy as np
 import torch
 
 from napari_unet.inference.device import autocast_dtype
-from napari_unet.inference.predict import Prediction
+from napari_unet.inference.predict import Prediction, voxel_budgets
 from napari_unet.inference.preprocess import apply_normalization, normalization_params
 from napari_unet.inference.resampling import resample_image, resample_logits, separate_axis
-from napari_unet.inference.runner import Runner, eval_on, first_width
+from napari_unet.inference.runner import Runner, eval_on
 from napari_unet.inference.stitch import argmax0
 from napari_unet.inference.tiling import nnunet_importance_map, read_tile, sliding_steps
 from napari_unet.io.volume import Volume
 from napari_unet.jobs import Cancelled, Job, Progress
 from napari_unet.models.spec import ModelSpec
 from napari_unet.typing import Precision
-
-#: Voxels per forward pass (for 16 first-level features): as `predict._BUDGETS`.
-_BATCH_VOXELS = {"cpu": 2**20, "cuda": 2**24}
 
 
 def nonzero_box(array: np.ndarray) -> tuple[slice, ...]:
@@ -103,8 +100,7 @@ def predict_nnunet_steps(
     source = np.moveaxis(data, ax, 0) if flat else data
     tiles, layout = _tiles(source.shape, tile, flat=flat, ax=ax, rows=rows, crop_n=crop.shape)
     if batch_size is None:
-        budget = _BATCH_VOXELS["cuda" if dev.type == "cuda" else "cpu"] * 16 // first_width(spec)
-        batch_size = max(1, budget // math.prod(tile))
+        batch_size = max(1, voxel_budgets(dev, spec)[1] // math.prod(tile))
     amp = autocast_dtype(dev, precision, net=net)
     with eval_on(net, dev, False) as ready:
         run = Runner(ready, dev, amp, batch_size)

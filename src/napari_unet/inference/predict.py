@@ -234,6 +234,16 @@ def _prepare_input(
     return grid, params, source
 
 
+def voxel_budgets(dev: torch.device, spec: ModelSpec) -> tuple[int, int]:
+    """(largest tile, voxels per forward pass) on ``dev`` for ``spec``'s network: the
+    `_BUDGETS` of its device kind and dimension, scaled by 16 / its first width (at
+    least 4096 voxels each)."""
+    kind = "cuda" if dev.type == "cuda" else "cpu"
+    max_tile, batch_vox = _BUDGETS[(kind, spec.spatial_dims)]
+    width = first_width(spec)
+    return max(max_tile * 16 // width, 4096), max(batch_vox * 16 // width, 4096)
+
+
 @dataclass
 class _TilePlan:
     """Tiles and batches: ``tile`` size, their ``layout``, tiles per batch."""
@@ -259,11 +269,7 @@ def _plan_tiles(
     """Tile size (given, or the cheapest within the device's voxel budget), layout over
     the model grid (3D) or a slice (2D), batch size and memory format."""
     dims = spec.spatial_dims
-    kind = "cuda" if dev.type == "cuda" else "cpu"
-    max_tile, batch_vox = _BUDGETS[(kind, dims)]
-    width = first_width(spec)
-    max_tile = max(max_tile * 16 // width, 4096)
-    batch_vox = max(batch_vox * 16 // width, 4096)
+    max_tile, batch_vox = voxel_budgets(dev, spec)
     extent = grid if dims == 3 else tuple(n for a, n in enumerate(grid) if a != ax)
     min_overlap = [round(overlap * p) for p in spec.patch_size]
     divisor = size_divisor(spec)
