@@ -409,3 +409,29 @@ def write_nnunet(
     else:
         torch.save(checkpoint or nnunet_checkpoint(net, plans, dataset), target)
     return folder
+
+
+def write_nnunet_2d(root: Path, *, patch: list[int], spacing: list[float]):
+    """A random 2d-configuration nnU-Net folder (PlainConvUNet 8-16, instance norm, seed 4;
+    ``patch`` and ``spacing`` in nnU-Net's in-plane (y, x) order).
+
+    Returns:
+        (the network, in eval mode; the results folder).
+    """
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    torch.manual_seed(4)
+    kernels, strides = [[3, 3], [3, 3]], [[1, 1], [2, 2]]
+    net = PlainConvUNet(1, 2, [8, 16], torch.nn.Conv2d, kernels, strides, [2, 2], 4, [2], True,
+                        torch.nn.InstanceNorm2d, {"eps": 1e-5, "affine": True}, None, None,
+                        torch.nn.LeakyReLU, {"inplace": True}).eval()  # fmt: skip
+    props = {"mean": 40, "std": 30, "percentile_00_5": -100, "percentile_99_5": 200}
+    plans = nnunet_plans(patch=patch, spacing=spacing, features=[8, 16], kernels=kernels,
+                         strides=strides, properties=props)  # fmt: skip
+    config = plans["configurations"].pop("3d_fullres")
+    config["architecture"]["arch_kwargs"].update(conv_op="torch.nn.modules.conv.Conv2d",
+                                                 norm_op="torch.nn.InstanceNorm2d")  # fmt: skip
+    plans["configurations"]["2d"] = config
+    ck = nnunet_checkpoint(net, plans, nnunet_dataset())
+    ck["init_args"]["configuration"] = "2d"
+    return net, write_nnunet(root, net, plans, checkpoint=ck)

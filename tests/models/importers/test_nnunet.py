@@ -241,23 +241,7 @@ def test_folds_are_chosen_explicitly(tmp_path):
 @needs_dna
 def test_2d_configuration_slices_along_k_with_its_in_plane_order(tmp_path):
     """nnU-Net's 2d model sees slices of its (z, y, x) array: our k, with (j, i) in-plane."""
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
-
-    torch.manual_seed(4)
-    kernels, strides = [[3, 3], [3, 3]], [[1, 1], [2, 2]]
-    net = PlainConvUNet(1, 2, [8, 16], torch.nn.Conv2d, kernels, strides, [2, 2], 4, [2], True,
-                        torch.nn.InstanceNorm2d, {"eps": 1e-5, "affine": True}, None, None,
-                        torch.nn.LeakyReLU, {"inplace": True}).eval()  # fmt: skip
-    props = {"mean": 40, "std": 30, "percentile_00_5": -100, "percentile_99_5": 200}
-    plans = F.nnunet_plans(patch=[32, 48], spacing=[6.4, 3.2], features=[8, 16],
-                           kernels=kernels, strides=strides, properties=props)  # fmt: skip
-    config = plans["configurations"].pop("3d_fullres")
-    config["architecture"]["arch_kwargs"].update(conv_op="torch.nn.modules.conv.Conv2d",
-                                                 norm_op="torch.nn.InstanceNorm2d")  # fmt: skip
-    plans["configurations"]["2d"] = config
-    ck = F.nnunet_checkpoint(net, plans, F.nnunet_dataset())
-    ck["init_args"]["configuration"] = "2d"
-    folder = F.write_nnunet(tmp_path, net, plans, checkpoint=ck)
+    net, folder = F.write_nnunet_2d(tmp_path, patch=[32, 48], spacing=[6.4, 3.2])
     loaded = load_model(import_model(folder, tmp_path / "m.safetensors"))
     spec = loaded.spec
     assert (spec.spatial_dims, spec.slice_axis, spec.arch_args["axis_order"]) == (2, 2, [1, 0])

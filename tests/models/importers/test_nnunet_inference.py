@@ -140,23 +140,7 @@ def test_slices_and_uncertainty_match_the_whole_prediction(tmp_path, axis):
 @needs_dna
 def test_2d_configuration_predicts_slice_by_slice(tmp_path):
     """A 2d nnU-Net model: every k slice with 2D tiles; slices= gives the same slices."""
-    from dynamic_network_architectures.architectures.unet import PlainConvUNet
-
-    torch.manual_seed(4)
-    kernels, strides = [[3, 3], [3, 3]], [[1, 1], [2, 2]]
-    net = PlainConvUNet(1, 2, [8, 16], torch.nn.Conv2d, kernels, strides, [2, 2], 4, [2], True,
-                        torch.nn.InstanceNorm2d, {"eps": 1e-5, "affine": True}, None, None,
-                        torch.nn.LeakyReLU, {"inplace": True}).eval()  # fmt: skip
-    props = {"mean": 40, "std": 30, "percentile_00_5": -100, "percentile_99_5": 200}
-    plans = F.nnunet_plans(patch=[32, 32], spacing=[6.0, 6.0], features=[8, 16],
-                           kernels=kernels, strides=strides, properties=props)  # fmt: skip
-    config = plans["configurations"].pop("3d_fullres")
-    config["architecture"]["arch_kwargs"].update(conv_op="torch.nn.modules.conv.Conv2d",
-                                                 norm_op="torch.nn.InstanceNorm2d")  # fmt: skip
-    plans["configurations"]["2d"] = config
-    ck = F.nnunet_checkpoint(net, plans, F.nnunet_dataset())
-    ck["init_args"]["configuration"] = "2d"
-    folder = F.write_nnunet(tmp_path, net, plans, checkpoint=ck)
+    _, folder = F.write_nnunet_2d(tmp_path, patch=[32, 32], spacing=[6.0, 6.0])
     model = load_model(import_model(folder, tmp_path / "m.safetensors"))
     image, _ = F.small_ct(step=3)
     full = predict_volume(model, None, image, device="cpu", uncertainty=True)
