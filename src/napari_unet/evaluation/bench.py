@@ -399,12 +399,12 @@ def main(argv: list[str] | None = None, *, weights_dir: str | os.PathLike | None
         if unknown:
             print(f"bench: unknown case(s) {unknown}; choose from {sorted(known)}", file=sys.stderr)
             return 2
-        full, args.full_only = [known[c] for c in args.case], True
+        full = [known[c] for c in args.case]
     result = run_benchmark(
         quick=args.quick,
         device=args.device,
         retrain=args.retrain,
-        cases=full if args.full_only else None,
+        cases=full if args.full_only or args.case else None,
         weights_dir=args.weights_dir or weights_dir,
         partial=args.out,
         log=log,
