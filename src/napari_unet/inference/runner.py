@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
+from napari_unet.inference import fused
 from napari_unet.inference.device import CPU, autocast, empty_cache, is_oom
 
 if TYPE_CHECKING:
@@ -28,6 +29,9 @@ class Runner:
     accumulators and the argmax all live on the CPU. Work outside the forward pass
     (joining batch outputs, blending, argmax) goes through `guarded`, so an
     out-of-memory error there moves everything to the CPU too and the step is redone.
+
+    On the CPU in float32 the forward passes go through `fused.for_cpu`'s packed copy of
+    the network, built on the first such pass (the network itself is not changed).
 
     Args:
         net: the network in eval mode, already on ``device``.
@@ -52,6 +56,7 @@ class Runner:
         self.batch_size = max(1, int(batch_size))
         self.channels_last = channels_last
         self.messages: list[str] = []
+        self._packed: torch.nn.Module | bool | None = False  # False: not built yet
 
     @property
     def acc_device(self) -> torch.device:
@@ -133,8 +138,16 @@ class Runner:
             fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
             x = x.contiguous(memory_format=fmt)
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            y = self.net(x)
+            y = self._net()(x)
         return y.float().contiguous()
+
+    def _net(self) -> torch.nn.Module:
+        """The network to call: its packed copy on the CPU in float32, when it has one."""
+        if self.device.type != "cpu" or self.dtype is not None:
+            return self.net
+        if self._packed is False:
+            self._packed = fused.for_cpu(self.net)
+        return self._packed or self.net
 
     def _recover(self, error: BaseException, shape: tuple[int, ...]) -> None:
         """Halve the batch; at batch size 1 move to the CPU; on the CPU give up."""
