@@ -76,3 +76,27 @@ def test_rolling_back_a_model_version_does_not_touch_the_labels(panel, tiny_scan
     assert panel.session.model.hash == first_hash
     np.testing.assert_array_equal(labels.data, before)
     assert len(labels._undo_history) == history
+
+
+def test_a_merge_is_drawn_on_the_slice_in_view(panel, tiny_scan, qtbot):
+    """The merge writes the layer's array directly (`write_changes`): the canvas must
+    show it on the slice in view, and show the undo too."""
+    from napari_unet._widgets._labels_write import write_changes
+
+    _open(panel, tiny_scan[0])
+    panel.model_section.new_model(["ball"], spatial_dims=2)
+    viewer, labels = panel.viewer, panel.session.labels_layer
+    viewer.window.show()  # a hidden canvas draws nothing
+    z = int(viewer.dims.current_step[0])
+    rows, cols = np.nonzero(np.ones(labels.data.shape[1:], bool))
+    index = (np.full(rows.size, z), rows, cols)  # every voxel of the slice in view
+
+    def canvas():
+        return viewer.screenshot(canvas_only=True, flash=False)
+
+    before = canvas()
+    write_changes(labels, index, np.ones(rows.size, labels.data.dtype))
+    assert (labels.data[z] == 1).all()
+    assert np.abs(canvas().astype(int) - before).mean() > 5  # the slice turned colour
+    labels.undo()
+    assert np.abs(canvas().astype(int) - before).mean() < 1

@@ -25,6 +25,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_unet._layers import labels_layer_data, volume_from_layer
+from napari_unet._widgets._labels_write import write_changes
 from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.io.display import METADATA_KEY, DisplayGeometry
 from napari_unet.loop import Edit, Loop
@@ -347,8 +348,8 @@ class LoopSession:
 
         The loop decides what to write (unreviewed slices only, the reviewed set read
         now, so slices painted while it ran are kept; ``only``: these native slices
-        at most); the layer writes it with ``data_setitem``, which records the old
-        values, so Ctrl-Z restores the labels exactly as they were before the merge,
+        at most); `write_changes` writes it and records the old values as
+        ``data_setitem`` does, so Ctrl-Z restores the labels exactly as they were before the merge,
         including what the user painted, and the loop's `labels_writer` with them.
         """
         layer = self.ensure_labels_layer()
@@ -360,7 +361,7 @@ class LoopSession:
             index = self.geometry.to_display_indices(edit.index)
             self._merging = True
             try:
-                layer.data_setitem(index, edit.new)
+                write_changes(layer, index, edit.new)
             finally:
                 self._merging = False
 
