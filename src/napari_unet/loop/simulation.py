@@ -168,26 +168,12 @@ def simulate_steps(
         ValueError: bad options (an unknown strategy or device names the allowed ones).
     """
     from napari_unet.inference.device import resolve_device
-    from napari_unet.models.files import LoadedModel
 
     check_same_grid(image, truth, what="truth")
     strategy = Strategy.check(strategy, "strategy")
     Device.check(device, "device")
-    if rounds < 1 or slices_per_round < 1:
-        raise ValueError(
-            f"rounds and slices_per_round must be >= 1, got {rounds!r}, {slices_per_round!r}"
-        )
-    if model is not None and isinstance(model, LoadedModel):
-        spec = model.spec
-    if spec is None:
-        raise ValueError("give a spec when starting from scratch (model=None)")
-    cfg = replace(config or TrainConfig(), device=device)
-    later = finetune_config or replace(
-        cfg,
-        steps=None if cfg.steps is None else max(1, cfg.steps // 2),
-        seconds=None if cfg.seconds is None else cfg.seconds / 2,
-    )
-    later = replace(later, device=device)
+    spec = _check_start(model, spec, rounds, slices_per_round)
+    cfg, later = _round_configs(config, finetune_config, device)
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
     threads = cpu_threads(cfg.threads) if resolve_device(device).type == "cpu" else None
     old_threads = torch.get_num_threads()
@@ -215,6 +201,38 @@ def simulate_steps(
     finally:
         if threads:
             torch.set_num_threads(old_threads)
+
+
+def _check_start(
+    model: Any, spec: ModelSpec | None, rounds: int, slices_per_round: int
+) -> ModelSpec:
+    """The spec to train (the model's own for a `LoadedModel`); ValueError for bad
+    counts or no spec to start from scratch."""
+    from napari_unet.models.files import LoadedModel
+
+    if rounds < 1 or slices_per_round < 1:
+        raise ValueError(
+            f"rounds and slices_per_round must be >= 1, got {rounds!r}, {slices_per_round!r}"
+        )
+    if model is not None and isinstance(model, LoadedModel):
+        spec = model.spec
+    if spec is None:
+        raise ValueError("give a spec when starting from scratch (model=None)")
+    return spec
+
+
+def _round_configs(
+    config: TrainConfig | None, finetune_config: TrainConfig | None, device: Device | str
+) -> tuple[TrainConfig, TrainConfig]:
+    """Training options of the first round and of later ones (default: the first
+    round's with half the budget), both on ``device``."""
+    cfg = replace(config or TrainConfig(), device=device)
+    later = finetune_config or replace(
+        cfg,
+        steps=None if cfg.steps is None else max(1, cfg.steps // 2),
+        seconds=None if cfg.seconds is None else cfg.seconds / 2,
+    )
+    return cfg, replace(later, device=device)
 
 
 def _rounds(
