@@ -254,17 +254,8 @@ def predict_cohort_steps(
         return Progress(done, total, f"{record['id']}: {record['status']}",
                         {**counts, "id": record["id"], "status": record["status"]})  # fmt: skip
 
-    runner: Any = None
-    where = "in-process"
-    if plan.todo:
-        if scheduler is None:  # never more local workers than cases
-            workers = min(workers or default_workers(device)[0], len(plan.todo))
-        if scheduler is None and workers == 1:
-            runner = _in_process(model, model_hash, plan, device, batch_size, stop)
-        else:
-            runner = _on_dask(model, model_hash, plan, device, batch_size, stop, workers,
-                              scheduler)  # fmt: skip
-            where = scheduler or "local"
+    runner, where = _start_runner(model, model_hash, plan, device, batch_size, stop, workers,
+                                  scheduler)  # fmt: skip
     loads: dict[str, int] = {}
     try:
         yield Progress(0, total, "starting", {**counts})
@@ -279,11 +270,7 @@ def predict_cohort_steps(
     finally:
         if runner is not None:
             runner.close()
-        ordered = [results[c.id] for c in cases if c.id in results]
-        ran = {c.id for c in cases}
-        others = [r for i, r in plan.previous.items() if i not in ran]
-        if ordered or others:
-            write_records(out, ordered + others)
+        ordered = _write_manifest(out, cases, results, plan.previous)
     return CohortResult(out, model_hash, ordered, time.perf_counter() - t0, len(loads), where,
                         loads)  # fmt: skip
 
@@ -293,6 +280,35 @@ def predict_cohort(model, cases, out_dir, *, progress=None, **options: Any) -> C
     from napari_unet.jobs import run_job
 
     return run_job(predict_cohort_steps(model, cases, out_dir, **options), progress)
+
+
+def _start_runner(model, model_hash, plan: Plan, device, batch_size, stop, workers, scheduler):
+    """(records generator or None when there is nothing to run, where it runs): in this
+    process for one local worker, else on Dask (connected now)."""
+    if not plan.todo:
+        return None, "in-process"
+    if scheduler is None:  # never more local workers than cases
+        workers = min(workers or default_workers(device)[0], len(plan.todo))
+    if scheduler is None and workers == 1:
+        return _in_process(model, model_hash, plan, device, batch_size, stop), "in-process"
+    runner = _on_dask(model, model_hash, plan, device, batch_size, stop, workers, scheduler)
+    return runner, scheduler or "local"
+
+
+def _write_manifest(
+    out: Path,
+    cases: Sequence[Case],
+    results: dict[str, dict[str, Any]],
+    previous: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Rewrite ``cohort.jsonl``: this run's records in input order, then the earlier
+    run's records of cases not in this run; this run's records."""
+    ordered = [results[c.id] for c in cases if c.id in results]
+    ran = {c.id for c in cases}
+    others = [r for i, r in previous.items() if i not in ran]
+    if ordered or others:
+        write_records(out, ordered + others)
+    return ordered
 
 
 def _in_process(model, model_hash, plan: Plan, device, batch_size, stop):
