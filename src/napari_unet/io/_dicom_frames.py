@@ -118,7 +118,6 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
     check_greyscale(ds, path)
     n_frames = int(to_float(ds.get("NumberOfFrames"), 1) or 1)
     multi = is_multiframe(ds)
-    offsets = ds.get("GridFrameOffsetVector")
     per = ds.get("PerFrameFunctionalGroupsSequence")
     if per is not None and len(per) != n_frames:
         raise VolumeReadError(
@@ -129,56 +128,10 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
     checked: list[NDArray[np.float64]] = []
     for f in range(n_frames):
         fi = f if multi else None
-        plane = _item(ds, fi, "PlaneOrientationSequence")
-        iop = (
-            ds.get("ImageOrientationPatient")
-            if plane is None
-            else plane.get("ImageOrientationPatient")
-        )
-        if iop is None:
-            raise VolumeReadError(f"{path}: ImageOrientationPatient is missing")
-        iop = _floats(iop, 6, "ImageOrientationPatient", path)
-        if not any(np.array_equal(iop, seen) for seen in checked[-2:]):
-            problem = orientation_problem(iop)
-            if problem:
-                raise VolumeReadError(
-                    f"{path}: ImageOrientationPatient {np.round(iop, 6).tolist()} {problem}"
-                )
-            checked.append(iop)
-        pos_item = _item(ds, fi, "PlanePositionSequence")
-        if pos_item is not None and "ImagePositionPatient" in pos_item:
-            ipp = _floats(pos_item.ImagePositionPatient, 3, "ImagePositionPatient", path)
-        elif "ImagePositionPatient" in ds and (n_frames == 1 or offsets is not None):
-            ipp = _floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", path)
-            if offsets is not None and n_frames > 1:
-                off = _floats(offsets, n_frames, "GridFrameOffsetVector", path)
-                ipp = ipp + off[f] * slice_normal(iop)
-        elif n_frames > 1:
-            raise VolumeReadError(
-                f"{path}: multi-frame file without a position for frame {f + 1} "
-                "(no PlanePositionSequence, no GridFrameOffsetVector)"
-            )
-        else:
-            raise VolumeReadError(f"{path}: ImagePositionPatient is missing")
-        measures = _item(ds, fi, "PixelMeasuresSequence")
-        source = measures if measures is not None and "PixelSpacing" in measures else ds
-        if "PixelSpacing" not in source:
-            raise VolumeReadError(f"{path}: PixelSpacing is missing")
-        spacing = _floats(source.PixelSpacing, 2, "PixelSpacing", path)
-        if np.any(spacing <= 0):
-            raise VolumeReadError(f"{path}: PixelSpacing must be positive, got {spacing.tolist()}")
-        thickness = to_float(source.get("SliceThickness", ds.get("SliceThickness")), None)
-        if thickness is not None and not (np.isfinite(thickness) and thickness > 0):
-            thickness = None
-        value = _item(ds, fi, "PixelValueTransformationSequence")
-        value = ds if value is None else value
-        slope = float(to_float(value.get("RescaleSlope"), 1.0))  # type: ignore[arg-type]
-        intercept = float(to_float(value.get("RescaleIntercept"), 0.0))  # type: ignore[arg-type]
-        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
-            raise VolumeReadError(
-                f"{path}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} cannot be "
-                "used (the slope must be finite and non-zero, the intercept finite)"
-            )
+        iop = _orientation(ds, fi, path, checked)
+        ipp = _position(ds, fi, f, n_frames, iop, path)
+        spacing, thickness = _spacing(ds, fi, path)
+        slope, intercept = _rescale(ds, fi, path)
         frames.append(
             Frame(
                 file_index=file_index,
@@ -192,6 +145,80 @@ def frames_of(ds: Dataset, path: Path, file_index: int) -> list[Frame]:
             )
         )
     return frames
+
+
+def _orientation(
+    ds: Dataset, fi: int | None, path: Path, checked: list[NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """ImageOrientationPatient of frame ``fi``, checked once per new value (``checked``
+    holds the ones already checked and is appended to)."""
+    plane = _item(ds, fi, "PlaneOrientationSequence")
+    iop = (
+        ds.get("ImageOrientationPatient") if plane is None else plane.get("ImageOrientationPatient")
+    )
+    if iop is None:
+        raise VolumeReadError(f"{path}: ImageOrientationPatient is missing")
+    iop = _floats(iop, 6, "ImageOrientationPatient", path)
+    if not any(np.array_equal(iop, seen) for seen in checked[-2:]):
+        problem = orientation_problem(iop)
+        if problem:
+            raise VolumeReadError(
+                f"{path}: ImageOrientationPatient {np.round(iop, 6).tolist()} {problem}"
+            )
+        checked.append(iop)
+    return iop
+
+
+def _position(
+    ds: Dataset, fi: int | None, f: int, n_frames: int, iop: NDArray[np.float64], path: Path
+) -> NDArray[np.float64]:
+    """ImagePositionPatient of frame ``f`` (LPS mm): its PlanePositionSequence, else the
+    file's, moved along the slice normal by GridFrameOffsetVector for a multi-frame file."""
+    offsets = ds.get("GridFrameOffsetVector")
+    pos_item = _item(ds, fi, "PlanePositionSequence")
+    if pos_item is not None and "ImagePositionPatient" in pos_item:
+        return _floats(pos_item.ImagePositionPatient, 3, "ImagePositionPatient", path)
+    if "ImagePositionPatient" in ds and (n_frames == 1 or offsets is not None):
+        ipp = _floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", path)
+        if offsets is not None and n_frames > 1:
+            off = _floats(offsets, n_frames, "GridFrameOffsetVector", path)
+            ipp = ipp + off[f] * slice_normal(iop)
+        return ipp
+    if n_frames > 1:
+        raise VolumeReadError(
+            f"{path}: multi-frame file without a position for frame {f + 1} "
+            "(no PlanePositionSequence, no GridFrameOffsetVector)"
+        )
+    raise VolumeReadError(f"{path}: ImagePositionPatient is missing")
+
+
+def _spacing(ds: Dataset, fi: int | None, path: Path) -> tuple[NDArray[np.float64], float | None]:
+    """(PixelSpacing, SliceThickness or None when absent or not positive) of frame ``fi``, mm."""
+    measures = _item(ds, fi, "PixelMeasuresSequence")
+    source = measures if measures is not None and "PixelSpacing" in measures else ds
+    if "PixelSpacing" not in source:
+        raise VolumeReadError(f"{path}: PixelSpacing is missing")
+    spacing = _floats(source.PixelSpacing, 2, "PixelSpacing", path)
+    if np.any(spacing <= 0):
+        raise VolumeReadError(f"{path}: PixelSpacing must be positive, got {spacing.tolist()}")
+    thickness = to_float(source.get("SliceThickness", ds.get("SliceThickness")), None)
+    if thickness is not None and not (np.isfinite(thickness) and thickness > 0):
+        thickness = None
+    return spacing, thickness
+
+
+def _rescale(ds: Dataset, fi: int | None, path: Path) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of frame ``fi``; 1 and 0 when absent."""
+    value = _item(ds, fi, "PixelValueTransformationSequence")
+    value = ds if value is None else value
+    slope = float(to_float(value.get("RescaleSlope"), 1.0))  # type: ignore[arg-type]
+    intercept = float(to_float(value.get("RescaleIntercept"), 0.0))  # type: ignore[arg-type]
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise VolumeReadError(
+            f"{path}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} cannot be "
+            "used (the slope must be finite and non-zero, the intercept finite)"
+        )
+    return slope, intercept
 
 
 def check_decoder(ds: Dataset, path: Path) -> None:
