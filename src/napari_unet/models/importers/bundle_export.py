@@ -93,19 +93,7 @@ def preprocessing(spec: ModelSpec) -> list[dict[str, Any]]:
 
 def inference_config(spec: ModelSpec) -> dict[str, Any]:
     """The whole ``configs/inference.json`` (Model Zoo layout)."""
-    if spec.spatial_dims == 2:
-        if spec.context_slices:
-            raise InputError(
-                "a 2D model with neighbouring slices as channels has no standard MONAI "
-                "inferer; export a 3D model or a 2D model with 0 context slices"
-            )
-        axis = spec.slice_axis if spec.slice_axis is not None else 2
-        inferer = {"_target_": "SliceInferer", "spatial_dim": axis,
-                   "roi_size": list(spec.patch_size), "sw_batch_size": 4, "overlap": 0.25,
-                   "mode": "gaussian"}  # fmt: skip
-    else:
-        inferer = {"_target_": "SlidingWindowInferer", "roi_size": list(spec.patch_size),
-                   "sw_batch_size": 4, "overlap": 0.25, "mode": "gaussian"}  # fmt: skip
+    inferer = _inferer(spec)  # its InputError first, as before network_def's
     return {
         "imports": ["$import glob", "$import os"],
         "bundle_root": ".",
@@ -129,29 +117,7 @@ def inference_config(spec: ModelSpec) -> dict[str, Any]:
             "num_workers": 0,
         },
         "inferer": inferer,
-        "postprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-                {
-                    "_target_": "Invertd",
-                    "keys": "pred",
-                    "transform": "@preprocessing",
-                    "orig_keys": "image",
-                    "nearest_interp": False,
-                    "to_tensor": True,
-                },
-                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-                {
-                    "_target_": "SaveImaged",
-                    "keys": "pred",
-                    "output_dir": "@output_dir",
-                    "output_postfix": "seg",
-                    "resample": False,
-                    "separate_folder": False,
-                },
-            ],
-        },
+        "postprocessing": _postprocessing(),
         "handlers": [
             {
                 "_target_": "CheckpointLoader",
@@ -173,6 +139,50 @@ def inference_config(spec: ModelSpec) -> dict[str, Any]:
         },
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
         "run": ["$@evaluator.run()"],
+    }
+
+
+def _inferer(spec: ModelSpec) -> dict[str, Any]:
+    """``SliceInferer`` along the slice axis for a 2D model (refused with context slices,
+    InputError), else ``SlidingWindowInferer``; both over the spec's patch."""
+    if spec.spatial_dims == 2:
+        if spec.context_slices:
+            raise InputError(
+                "a 2D model with neighbouring slices as channels has no standard MONAI "
+                "inferer; export a 3D model or a 2D model with 0 context slices"
+            )
+        axis = spec.slice_axis if spec.slice_axis is not None else 2
+        return {"_target_": "SliceInferer", "spatial_dim": axis,
+                "roi_size": list(spec.patch_size), "sw_batch_size": 4, "overlap": 0.25,
+                "mode": "gaussian"}  # fmt: skip
+    return {"_target_": "SlidingWindowInferer", "roi_size": list(spec.patch_size),
+            "sw_batch_size": 4, "overlap": 0.25, "mode": "gaussian"}  # fmt: skip
+
+
+def _postprocessing() -> dict[str, Any]:
+    """Softmax, invert the preprocessing, argmax, save as ``*_seg`` in ``@output_dir``."""
+    return {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {
+                "_target_": "Invertd",
+                "keys": "pred",
+                "transform": "@preprocessing",
+                "orig_keys": "image",
+                "nearest_interp": False,
+                "to_tensor": True,
+            },
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {
+                "_target_": "SaveImaged",
+                "keys": "pred",
+                "output_dir": "@output_dir",
+                "output_postfix": "seg",
+                "resample": False,
+                "separate_folder": False,
+            },
+        ],
     }
 
 
