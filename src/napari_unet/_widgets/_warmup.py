@@ -50,6 +50,11 @@ def _import_all() -> None:
         _done.set()
 
 
+def done_event() -> threading.Event:
+    """Set when the warm-up has finished (it may not have started yet)."""
+    return _done
+
+
 def start_warm_up() -> threading.Event:
     """Start importing (once per process); the returned event is set when done."""
     global _thread

@@ -21,12 +21,16 @@ from napari_unet._widgets._collapsible import CollapsibleSection
 from napari_unet._widgets._identity import ScanIdentity
 from napari_unet._widgets._progress_bar import JobProgressBar
 from napari_unet._widgets._session import LoopSession
-from napari_unet._widgets._warmup import start_warm_up
+from napari_unet._widgets._warmup import done_event, start_warm_up
 from napari_unet._widgets.export_section import ExportSection
 from napari_unet._widgets.finetune_section import FinetuneSection
 from napari_unet._widgets.model_section import ModelSection
 from napari_unet._widgets.review_section import ReviewSection
 from napari_unet._widgets.segment_section import SegmentSection
+
+#: The engine's imports start this long after the panel is built (it is docked and drawn
+#: by then); a job started sooner imports what it needs itself.
+WARM_UP_DELAY_MS = 500
 
 
 class UNetPanel(QWidget):
@@ -102,7 +106,11 @@ class UNetPanel(QWidget):
         _status.install(self.viewer)
         identity.layers_changed()  # the scan already open, if any
         self._follow_state()  # each control enabled only when its action makes sense
-        self.warmed_up = start_warm_up()  # after building: the GUI thread goes first
+        # started once the panel is docked and drawn: torch's C extension holds the GIL
+        # for ~0.2 s while it initialises, and docking (which calls back into Python for
+        # every event) waited for it: 290 ms to open the panel (bench_gui_stall.py)
+        self.warmed_up = done_event()
+        QTimer.singleShot(WARM_UP_DELAY_MS, start_warm_up)
 
     def eventFilter(self, watched, event) -> bool:  # Qt override
         if watched is self._inner and event.type() == QEvent.Type.LayoutRequest:
