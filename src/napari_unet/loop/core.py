@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
+import napari_unet.loop._jobs as _jobs
 import napari_unet.loop._persist as _persist
 import napari_unet.loop._review as _review
 import napari_unet.loop._versions as _versions
@@ -39,11 +40,10 @@ from napari_unet.jobs import Job, never
 from napari_unet.loop._busy import BusyJob as _BusyJob
 from napari_unet.loop._predictions import label_array as _label_array
 from napari_unet.loop._predictions import merge_edit, writer_of
-from napari_unet.loop._predictions import signed as _signed
 from napari_unet.loop._review import ALMOST_EMPTY, UNCERTAIN_SLICE
 from napari_unet.loop.merge import Edit, SliceInformation, merge_unreviewed, unreviewed_content
 from napari_unet.loop.merge import empty_slices as _empty_slices
-from napari_unet.loop.steps import TrainedVersion, finetune_job, predict_job
+from napari_unet.loop.steps import TrainedVersion
 from napari_unet.typing import Device
 from napari_unet.workspace import ModelVersion, Workspace
 
@@ -357,19 +357,10 @@ class Loop:
         result with `merge`. The prediction's ``info["model"]`` names the version.
         """
         self._idle("start a prediction")
-        model = self._require_model()
-        top = _versions.highest_label(self.labels)
-        if top > len(model.spec.labels):
-            raise InputError(
-                f"the labels hold label {top}, but the model knows {len(model.spec.labels)} "
-                f"label(s) ({', '.join(model.spec.labels)}): use a model with matching labels"
-            )
-        ws = self.workspace
-        slices = _review.slices_to_predict(ws.reviewed, ws.n_slices, only_unreviewed)
-        job = predict_job(model, self.image, slice_axis=self.slice_axis, slices=slices,
-                          device=self.device, uncertainty=uncertainty,
-                          batch_size=batch_size, stop=stop)  # fmt: skip
-        return self._guarded(_signed(job, model.hash))
+        job = _jobs.prediction_job(self._require_model(), self.workspace, device=self.device,
+                                   only_unreviewed=only_unreviewed, uncertainty=uncertainty,
+                                   batch_size=batch_size, stop=stop)  # fmt: skip
+        return self._guarded(job)
 
     def plan_merge(self, prediction: Any, *, only: Iterable[int] | None = None) -> Edit:
         """What `merge` would write, computed without writing (safe in a worker thread:
@@ -449,24 +440,14 @@ class Loop:
             spec: with no live model: train a new network of this `ModelSpec`.
             stop: returns True to stop; the best state so far is kept.
         """
-        from dataclasses import replace
-
-        from napari_unet.training import TrainConfig
-
         self._idle("start fine-tuning")
         model = self.model if self.model is not None or spec is not None else self._require_model()
         spec = model.spec if model is not None else spec
-        data = _review.training_data(self.workspace.reviewed, previous=previous,
-                                     parent=self.current, all_voxels=all_voxels,
-                                     ignore_label=ignore_label)  # fmt: skip
-        config = config or TrainConfig(device=self.device)
-        if seconds is not None or steps is not None:
-            config = replace(config, seconds=seconds if steps is None else None, steps=steps)
-        out_path = Path(out) if out is not None else self._new_file(spec)
-        job = finetune_job(model, spec, self.image, self.labels.copy(), data,
-                           slice_axis=self.slice_axis, config=config, out=out_path,
-                           name=str(self.image.source or "scan"), note=note, seed=seed,
-                           stop=stop)  # fmt: skip
+        job = _jobs.finetuning_job(model, spec, self.workspace, parent=self.current,
+                                   config=config, device=self.device, seconds=seconds,
+                                   steps=steps, ignore_label=ignore_label, all_voxels=all_voxels,
+                                   previous=previous, out=out, new_file=self._new_file,
+                                   note=note, seed=seed, stop=stop)  # fmt: skip
         return self._guarded(job)
 
     def _guarded(self, job: Job[Any]) -> Job[Any]:
