@@ -15,12 +15,12 @@ references its source image; the structure set references the series, its study 
 Frame of Reference; patient and study attributes are copied from the source headers.
 A class without voxels gets an ROI without contours.
 
-Reading (`read_rtstruct`): the referenced series (beside the file or given) gives the
-grid; each contour must lie on one of its slices and inside its grid (half a voxel of
-margin), else the file is refused with one line. Polygons are filled by voxel centre
-(`skimage.draw.polygon2mask`) and combined by parity within an ROI; a later ROI wins where
-ROIs overlap. POINT and OPEN_PLANAR contours enclose nothing and are skipped (counted in
-``metadata["skipped_contours"]``).
+Reading (`read_rtstruct`; the filling is `_rtstruct_fill`'s): the referenced series
+(beside the file or given) gives the grid; each contour must lie on one of its slices and
+inside its grid (half a voxel of margin), else the file is refused with one line. Polygons
+are filled by voxel centre (`skimage.draw.polygon2mask`) and combined by parity within an
+ROI; a later ROI wins where ROIs overlap. POINT and OPEN_PLANAR contours enclose nothing
+and are skipped (counted in ``metadata["skipped_contours"]``).
 
 Array layout: labels ``(i, j, k)`` = (column, row, slice along the normal).
 """
@@ -49,18 +49,15 @@ from napari_unet.io._dicom_reference import (
     malformed,
     read_dataset,
     source_datasets,
-    to_voxels,
     to_world,
     uid_text,
 )
+from napari_unet.io._rtstruct_fill import rasterise
 from napari_unet.io.dicom import SeriesHeaders
 from napari_unet.io.labelmap import (
     Algorithm,
-    Segment,
     clean_name,
-    default_color,
     hex_to_rgb,
-    rgb_to_hex,
     segments_of,
     set_segments,
 )
@@ -73,10 +70,6 @@ RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 #: The study reference class RT structure sets use (Detached Study Management, retired
 #: but what every planning system writes and expects).
 _STUDY_CLASS = "1.2.840.10008.3.1.2.3.1"
-#: A contour is on a slice when within this fraction of the slice step of it.
-PLANE_TOL = 0.05
-#: Contour points read from one file, at most (a whole-body structure set has ~10⁶).
-MAX_POINTS = 50_000_000
 MAX_ROIS = 65535
 
 
@@ -320,7 +313,7 @@ def read_rtstruct(
                     f"{path}: ROI {number} ({name}) is in frame of reference "
                     f"{uid_text(roi_frame)}, its series in {uid_text(theirs)}"
                 )
-        out, segments, skipped = _rasterise(path, ds, series, rois)
+        out, segments, skipped = rasterise(path, ds, series, rois)
     meta: dict[str, Any] = {
         "rtstruct": {
             "sop_instance_uid": uid_text(ds.get("SOPInstanceUID")),
@@ -359,96 +352,3 @@ def _rois(path: Path, ds: Dataset) -> dict[int, tuple[str, str]]:
     if len(rois) > MAX_ROIS:
         raise VolumeReadError(f"{path}: {len(rois)} ROIs, more than {MAX_ROIS}")
     return rois
-
-
-def _rasterise(
-    path: Path, ds: Dataset, series: SeriesHeaders, rois: dict[int, tuple[str, str]]
-) -> tuple[np.ndarray, list[Segment], int]:
-    from skimage.draw import polygon2mask
-
-    columns, rows, n_slices = series.shape
-    value_of = {number: n for n, number in enumerate(rois, start=1)}
-    colors = {}
-    dtype = np.uint8 if len(rois) < 256 else np.uint16
-    out = np.zeros((n_slices, columns, rows), dtype=dtype)  # k, i, j while filling
-    skipped = points_read = 0
-    for item in ds.get("ROIContourSequence") or []:
-        number = int(item.ReferencedROINumber)
-        if number not in value_of:
-            raise VolumeReadError(
-                f"{path}: contours for ROI {number}, which StructureSetROISequence lacks"
-            )
-        value = value_of[number]
-        color = item.get("ROIDisplayColor")
-        if color is not None and len(color) == 3:
-            colors[value] = rgb_to_hex([float(c) for c in color])
-        roi_mask: dict[int, np.ndarray] = {}
-        for n, contour in enumerate(item.get("ContourSequence") or [], start=1):
-            kind = text(contour, "ContourGeometricType").upper()
-            if kind not in ("CLOSED_PLANAR", ""):
-                skipped += 1
-                continue
-            points = _points(path, contour, rois[number][0], n)
-            points_read += len(points)
-            if points_read > MAX_POINTS:
-                raise VolumeReadError(f"{path}: more than {MAX_POINTS} contour points")
-            k, ij = _on_grid(path, series, points, rois[number][0], n)
-            if len(ij) < 3:
-                skipped += 1
-                continue
-            mask = polygon2mask((columns, rows), ij)
-            roi_mask[k] = mask ^ roi_mask[k] if k in roi_mask else mask
-        for k, mask in roi_mask.items():
-            out[k][mask] = value
-    segments = [
-        Segment(v, name, colors.get(v, default_color(v)))
-        for v, (name, _) in enumerate(rois.values(), start=1)
-    ]
-    return out.transpose(0, 2, 1), segments, skipped
-
-
-def _points(path: Path, contour: Dataset, name: str, n: int) -> np.ndarray:
-    data = contour.get("ContourData")
-    if data is None:
-        raise VolumeReadError(f"{path}: contour {n} of ROI {name!r} has no ContourData")
-    values = np.asarray([float(v) for v in data], dtype=np.float64)
-    declared = contour.get("NumberOfContourPoints")
-    if values.size % 3 or (declared is not None and int(declared) * 3 != values.size):
-        raise VolumeReadError(
-            f"{path}: contour {n} of ROI {name!r} has {values.size} coordinates for "
-            f"{declared if declared is not None else '?'} points"
-        )
-    if not np.all(np.isfinite(values)):
-        raise VolumeReadError(f"{path}: contour {n} of ROI {name!r} has non-finite points")
-    return values.reshape(-1, 3)
-
-
-def _on_grid(
-    path: Path, series: SeriesHeaders, points: np.ndarray, name: str, n: int
-) -> tuple[int, np.ndarray]:
-    """The slice a contour lies on and its (i, j) vertices, checked against the grid."""
-    columns, rows, n_slices = series.shape
-    ijk = to_voxels(series, points)
-    k = float(np.median(ijk[:, 2]))
-    slice_k = round(k)
-    if np.max(np.abs(ijk[:, 2] - slice_k)) > PLANE_TOL:
-        raise VolumeReadError(
-            f"{path}: contour {n} of ROI {name!r} is not on a slice of the series "
-            f"{series.info.label} (at slice position {k:.3f})"
-        )
-    margin = 0.5 + PLANE_TOL
-    low, high = ijk[:, :2].min(axis=0), ijk[:, :2].max(axis=0)
-    outside = (
-        not 0 <= slice_k < n_slices
-        or low[0] < -margin
-        or low[1] < -margin
-        or high[0] > columns - 1 + margin
-        or high[1] > rows - 1 + margin
-    )
-    if outside:
-        raise VolumeReadError(
-            f"{path}: contour {n} of ROI {name!r} lies outside the grid of the series "
-            f"{series.info.label} ({columns}×{rows}×{n_slices} voxels; the contour spans "
-            f"i {low[0]:.1f}…{high[0]:.1f}, j {low[1]:.1f}…{high[1]:.1f}, slice {k:.1f})"
-        )
-    return slice_k, ijk[:, :2]
