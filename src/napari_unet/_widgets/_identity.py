@@ -27,11 +27,11 @@ from napari_unet._layers import is_scan_layer
 from napari_unet._widgets import _status
 from napari_unet._widgets._legend import LabelLegend, apply_label_identity, name_napari_picker
 from napari_unet._widgets._modality import (
+    choose_modality,
     describe_modality,
     describe_normalization,
     layer_modality,
     modality_choice,
-    set_layer_modality,
 )
 from napari_unet._widgets._session import LoopSession
 from napari_unet.errors import InputError
@@ -210,11 +210,7 @@ class ScanIdentity(QWidget):
 
     # --- modality -------------------------------------------------------------------------
     def _modality_chosen(self, modality: str) -> None:
-        layer = self.session.image_layer
-        if layer is None:
-            show_error("Open a scan first: no scan to set the modality of")
-            return
-        set_layer_modality(layer, modality)  # the metadata event refreshes every widget
+        choose_modality(self.session.image_layer, modality, missing="scan")
 
     def _follow_scan(self, layer) -> None:
         if layer is self._followed:

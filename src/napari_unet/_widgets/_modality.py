@@ -60,6 +60,17 @@ def set_layer_modality(layer, modality: str) -> None:
     layer.metadata = metadata
 
 
+def choose_modality(layer, modality: str, *, missing: str) -> None:
+    """Apply the user's choice in a widget's combo to the scan ``layer`` (see
+    `set_layer_modality`); without a layer, an error names the ``missing`` one."""
+    if layer is None:
+        from napari.utils.notifications import show_error
+
+        show_error(f"Open a scan first: no {missing} to set the modality of")
+        return
+    set_layer_modality(layer, modality)  # its metadata event refreshes every widget
+
+
 def describe_modality(modality: str, source: str | None) -> str:
     """Where the modality shown beside it came from: ``"detected: air at −1000 HU"``,
     ``"from the DICOM header"``, ``"not stated in the file: choose"`` …"""

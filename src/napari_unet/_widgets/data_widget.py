@@ -28,10 +28,10 @@ from napari_unet._layers import (
 )
 from napari_unet._widgets import _status
 from napari_unet._widgets._modality import (
+    choose_modality,
     describe_modality,
     layer_modality,
     modality_choice,
-    set_layer_modality,
 )
 from napari_unet._widgets._worker import start_job
 from napari_unet.errors import InputError, MultipleSeriesError
@@ -217,11 +217,7 @@ class DataWidget(QWidget):
 
     def set_modality(self, modality: str) -> None:
         """Say what the scan is (CT, MR, other): new models follow it."""
-        layer = self._image_layer()
-        if layer is None:
-            show_error("Open a scan first: no image layer to set the modality of")
-            return
-        set_layer_modality(layer, modality)  # its metadata event refreshes the widgets
+        choose_modality(self._image_layer(), modality, missing="image layer")
 
     def _follow(self, layer) -> None:
         """Refresh when the shown layer's metadata (modality) or contrast changes."""
