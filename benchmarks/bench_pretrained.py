@@ -128,6 +128,22 @@ def agreement(bundle: Path, image, folder: Path) -> dict:
     return out
 
 
+def finetune_and_score(
+    loop, truth: np.ndarray, slices: list[int], rows: list[int], steps: int, seed: int
+) -> dict:
+    """Reveal the truth on ``slices``, fine-tune for ``steps`` steps, predict; Dice on
+    ``rows`` and ``seconds`` (fine-tune + prediction)."""
+    from napari_unet.jobs import run_job
+
+    reveal(loop, truth, slices)
+    t0 = time.perf_counter()
+    loop.add_version(run_job(loop.finetune(steps=steps, seed=seed)))
+    prediction = run_job(loop.predict())
+    score = dice_on(prediction.labels.array, truth, loop.slice_axis, rows)
+    score["seconds"] = round(time.perf_counter() - t0, 2)
+    return score
+
+
 def run_seed(bundle: Path, seed: int, args, folder: Path) -> dict:
     from napari_unet.jobs import run_job
     from napari_unet.loop import Loop
@@ -149,22 +165,12 @@ def run_seed(bundle: Path, seed: int, args, folder: Path) -> dict:
     if args.agreement:
         out["agreement_with_monai"] = agreement(bundle, image, folder)
     loop.merge(before)
-    reveal(loop, truth.array, slices)
-    t1 = time.perf_counter()
-    loop.add_version(run_job(loop.finetune(steps=args.steps, seed=seed)))
-    after = run_job(loop.predict())
-    out["finetuned"] = dice_on(after.labels.array, truth.array, axis, rows)
-    out["finetuned"]["seconds"] = round(time.perf_counter() - t1, 2)
+    out["finetuned"] = finetune_and_score(loop, truth.array, slices, rows, args.steps, seed)
 
     scratch = Loop(image, models_folder=folder / f"scratch-{seed}", device="cpu")
     scratch.new_model(LABELS, spatial_dims=2, arch="recommended", modality="CT",
                       context_slices=0, seed=seed)  # fmt: skip
-    reveal(scratch, truth.array, slices)
-    t2 = time.perf_counter()
-    scratch.add_version(run_job(scratch.finetune(steps=args.steps, seed=seed)))
-    fresh = run_job(scratch.predict())
-    out["scratch"] = dice_on(fresh.labels.array, truth.array, axis, rows)
-    out["scratch"]["seconds"] = round(time.perf_counter() - t2, 2)
+    out["scratch"] = finetune_and_score(scratch, truth.array, slices, rows, args.steps, seed)
     out["revealed_slices"] = [int(s) for s in slices]
     return out
 
