@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
-from napari_unet.inference import fused
+import napari_unet.inference.fused as fused
 from napari_unet.inference.device import CPU, autocast, empty_cache, is_oom
 
 if TYPE_CHECKING:
