@@ -140,6 +140,7 @@ def test_tuned_candidates_are_our_tile_and_a_larger_window_or_batched_slices():
     small = bench.tuned_candidates("3d", (128, 128, 40), [128, 128, 40], "cpu")
     assert small == [{"roi_size": [128, 128, 40], "sw_batch_size": 4}]
     assert bench.tuned_candidates("2d", (512, 512, 128), [512, 512], "cpu") == [
+        {"batch": 1},
         {"batch": 2},
         {"batch": 4},
         {"batch": 16},

@@ -144,3 +144,25 @@ def test_predict_gives_the_same_labels_with_and_without_packing(monkeypatch, dim
     assert np.array_equal(packed, plain)
     assert net.training  # handed back in training mode, its batch norms still there
     assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def test_the_packed_copy_is_reused_until_a_weight_changes():
+    net = _monai("unet", 2, channels=[4, 8], strides=[2])
+    first = fused.cached_for_cpu(net)
+    assert first is not None and fused.cached_for_cpu(net) is first
+    x = torch.randn(2, 1, 32, 32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    net.train()
+    net(x).square().mean().backward()  # a fine-tuning step: weights and BN stats move
+    opt.step()
+    net.eval()
+    second = fused.cached_for_cpu(net)
+    assert second is not first
+    _same(net, second, x)  # the rebuilt copy follows the new weights
+    other = _monai("unet", 2, channels=[4, 8], strides=[2])
+    with torch.no_grad():
+        other.model[0].conv.weight.mul_(3)
+    net.load_state_dict(other.state_dict())  # a model version restored
+    third = fused.cached_for_cpu(net)
+    assert third is not second
+    _same(net, third, x)

@@ -19,7 +19,7 @@ uint8, `baselines.to_labels`):
 * ``monai_tuned``: 3D: ``sliding_window_inference`` with ``roi_size`` = our tile, and
   with 128×128×64 (clipped to the volume), ``sw_batch_size`` = 4, cuDNN autotuning on
   CUDA; 2D: whole slices straight through the net (`baselines.slices_batched`) in
-  batches of 2, 4 and 16 (16 and 64 on a GPU). The fastest candidate is ``monai_tuned_s``;
+  batches of 1, 2, 4 and 16 (16 and 64 on a GPU). The fastest candidate is ``monai_tuned_s``;
   all are listed under ``monai_tuned_candidates``.
 
 Timing (`timing.timed_calls`): each method (each tuned candidate) in its own fresh
@@ -98,7 +98,7 @@ TUNED_SW_BATCH = 4
 def tuned_candidates(mode: str, shape, our_tile, device: str) -> list[dict[str, Any]]:
     """The tuned MONAI settings tried for a case (see the module docstring)."""
     if mode == "2d":
-        return [{"batch": b} for b in ((16, 64) if device.startswith("cuda") else (2, 4, 16))]
+        return [{"batch": b} for b in ((16, 64) if device.startswith("cuda") else (1, 2, 4, 16))]
     clipped = [min(r, -(-n // 8) * 8) for r, n in zip(TUNED_ROI, shape, strict=True)]
     rois = [list(our_tile)] + ([clipped] if list(clipped) != list(our_tile) else [])
     return [{"roi_size": roi, "sw_batch_size": TUNED_SW_BATCH} for roi in rois]

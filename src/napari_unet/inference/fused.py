@@ -22,6 +22,8 @@ without these ops, keeps the original layer.
 from __future__ import annotations
 
 import copy
+import threading
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -62,6 +64,35 @@ def for_cpu(net: nn.Module) -> nn.Module | None:
         return None
     _swap(fast, replaced)
     return fast
+
+
+_cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module | None]] = (
+    weakref.WeakKeyDictionary()
+)
+_cache_lock = threading.Lock()
+
+
+def cached_for_cpu(net: nn.Module) -> nn.Module | None:
+    """`for_cpu(net)`, reused while the network's tensors are the same objects, unmodified
+    (building it took ~6 ms for the 2D benchmark net, 10% of a 128×128×64 prediction).
+
+    Any change of a weight or buffer (an optimizer step, ``load_state_dict``, ``.to()``)
+    changes a tensor's identity, storage or version counter, and the copy is rebuilt.
+    """
+    key = _state_key(net)
+    with _cache_lock:
+        hit = _cache.get(net)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    fast = for_cpu(net)
+    with _cache_lock:
+        _cache[net] = (key, fast)
+    return fast
+
+
+def _state_key(net: nn.Module) -> tuple:
+    tensors = [*net.parameters(), *net.buffers()]
+    return (net.training, tuple((id(t), t.data_ptr(), t._version) for t in tensors))
 
 
 def _available() -> bool:

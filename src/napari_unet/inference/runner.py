@@ -31,7 +31,8 @@ class Runner:
     out-of-memory error there moves everything to the CPU too and the step is redone.
 
     On the CPU in float32 the forward passes go through `fused.for_cpu`'s packed copy of
-    the network, built on the first such pass (the network itself is not changed).
+    the network (built on the first such pass, reused while the weights are unchanged;
+    the network itself is not changed).
 
     Args:
         net: the network in eval mode, already on ``device``.
@@ -148,7 +149,7 @@ class Runner:
         if self.device.type != "cpu" or self.dtype is not None:
             return self.net
         if self._packed is False:
-            self._packed = fused.for_cpu(self.net)
+            self._packed = fused.cached_for_cpu(self.net)
         return self._packed or self.net
 
     def _recover(self, error: BaseException, shape: tuple[int, ...]) -> None:
