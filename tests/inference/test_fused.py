@@ -166,3 +166,21 @@ def test_the_packed_copy_is_reused_until_a_weight_changes():
     third = fused.cached_for_cpu(net)
     assert third is not second
     _same(net, third, x)
+
+
+def test_a_packed_copy_that_fails_on_real_input_falls_back_to_the_network(monkeypatch):
+    spec = preset_spec("unet", spatial_dims=3, labels=["a", "b"], patch_size=(32,) * 3,
+                       channels=[8, 16], strides=[2])  # fmt: skip
+    torch.manual_seed(0)
+    net = _with_stats(build_model(spec))
+    want = predict_volume(net, spec, _volume(), device="cpu", roi_size=(32,) * 3)
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("could not create a primitive (injected)")
+
+    monkeypatch.setattr(fused, "cached_for_cpu", lambda n: Broken())
+    with pytest.warns(RuntimeWarning, match="packed CPU network failed"):
+        got = predict_volume(net, spec, _volume(), device="cpu", roi_size=(32,) * 3)
+    assert np.array_equal(got.labels.array, want.labels.array)
+    assert any("could not create a primitive" in m for m in got.messages)

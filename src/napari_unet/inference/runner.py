@@ -139,7 +139,7 @@ class Runner:
             fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
             x = x.contiguous(memory_format=fmt)
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            y = self._net()(x)
+            y = self._call(x)
         if self.device.type == "cpu":  # oneDNN hands back channels-last: the readers
             return y.float()  # take any layout, and a copy cost 0.17 s per 128 slices at 512²
         return y.float().contiguous()
@@ -151,6 +151,22 @@ class Runner:
         if self._packed is False:
             self._packed = fused.cached_for_cpu(self.net)
         return self._packed or self.net
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on ``x``; should its packed copy fail on this input (checked only
+        on small probes when built), the network itself from then on."""
+        net = self._net()
+        if net is self.net:
+            return net(x)
+        try:
+            return net(x)
+        except RuntimeError as e:
+            if is_oom(e):
+                raise
+            self._packed = None
+            self._say(f"the packed CPU network failed on input {tuple(x.shape)} ({e}); "
+                      "continuing with the network as it is")  # fmt: skip
+            return self.net(x)
 
     def _recover(self, error: BaseException, shape: tuple[int, ...]) -> None:
         """Halve the batch; at batch size 1 move to the CPU; on the CPU give up."""
