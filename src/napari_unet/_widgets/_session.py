@@ -5,18 +5,12 @@ The labels layer's data is ONE C-ordered, display-ordered buffer and the loop's 
 array is a native-ordered *view* of it (`DisplayGeometry.to_native`), so what the user
 paints is what the loop trains on, with no copy to keep in step. Paint events become
 reviewed slices; a merged prediction goes onto napari's undo history as one step.
-
-Undo follows the review: each undo item of the labels layer remembers what it did
-besides the voxels (the slices a stroke newly made reviewed, the labels' writer before
-and after a merge), so Ctrl-Z of the stroke that made a slice reviewed un-reviews it
-(unless the user accepted it explicitly), redo reviews it again, and undoing a merge
-leaves the reviewed slices as they were.
+Undo and redo take the review along (`_history`).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +19,13 @@ import numpy as np
 from psygnal import Signal
 
 from napari_unet._layers import labels_layer_data, volume_from_layer
+from napari_unet._widgets._history import ReviewHistory, touched_slices, track_undo
 from napari_unet._widgets._labels_write import write_changes
 from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.io.display import METADATA_KEY, DisplayGeometry
 from napari_unet.loop import Edit, Loop
 from napari_unet.loop.core import UNCERTAIN_SLICE
 from napari_unet.workspace import Recovery, Workspace
-
-
-@dataclass
-class _HistoryStep:
-    """What one undo item of the labels layer did besides changing voxels.
-
-    Attributes:
-        atoms: the item's history atoms (held, so that their ids identify the item).
-        reviewed: native slices the item newly made reviewed (a stroke).
-        writer: the loop's `labels_writer` before and after (a merge).
-    """
-
-    atoms: list
-    reviewed: frozenset[int] = frozenset()
-    writer: tuple[str | None, str | None] | None = None
-
-
-def _history_key(item) -> frozenset[int]:
-    """An undo item's identity: napari moves the same atoms between its undo and redo
-    queues (in reversed, new lists)."""
-    return frozenset(id(atom) for atom in item)
 
 
 class LoopSession:
@@ -80,8 +54,7 @@ class LoopSession:
         self._buffer: np.ndarray | None = None  # display-ordered labels; loop.labels views it
         self._merging = False
         self._merge_item: list | None = None  # the undo item of the merge being written
-        self._steps: dict[frozenset[int], _HistoryStep] = {}
-        self._accepted: set[int] = set()  # native slices accepted explicitly: undo keeps them
+        self._history = ReviewHistory()  # what undo does to the review; accepted slices
         self.recovery: Recovery | None = None
         self.recovery_root = recovery_root
         self.dirty = False
@@ -106,7 +79,7 @@ class LoopSession:
     def set_loop(self, loop: Loop) -> None:
         """Drive ``loop`` (its labels must view `_buffer`); relay its events."""
         self.loop = loop
-        self._steps, self._accepted = {}, set()
+        self._history = ReviewHistory()
         loop.reviewed_changed.connect(self.reviewed_changed.emit)
         loop.model_changed.connect(self.changed.emit)
         loop.busy_changed.connect(self.busy_changed.emit)
@@ -159,7 +132,7 @@ class LoopSession:
         # the layer shows the loop's own buffer: painting writes into the loop's labels
         self.labels_layer = self.viewer.add_labels(self._buffer, **kwargs)
         self.labels_layer.events.paint.connect(self._on_paint)
-        self._track_history(self.labels_layer)
+        track_undo(self.labels_layer, self._undo_moved)
         self.changed.emit()
         return self.labels_layer
 
@@ -189,9 +162,9 @@ class LoopSession:
             layer.data = data  # once, on adoption
         self._buffer = data
         self.labels_layer = layer
-        self._steps, self._accepted = {}, set()
+        self._history = ReviewHistory()
         layer.events.paint.connect(self._on_paint)
-        self._track_history(layer)
+        track_undo(layer, self._undo_moved)
         self.changed.emit()
 
     def start_new_labels(self) -> None:
@@ -200,7 +173,7 @@ class LoopSession:
         buffer = np.zeros(self.geometry.display_shape, dtype=np.uint8)
         self.loop.use_labels(self.geometry.to_native(buffer))
         self._buffer, self.labels_layer = buffer, None
-        self._steps, self._accepted = {}, set()
+        self._history = ReviewHistory()
         self.changed.emit()
 
     def labels_native(self) -> np.ndarray:
@@ -225,7 +198,7 @@ class LoopSession:
         if touched:
             new = self.mark_reviewed_display(sorted(touched))
             if new:
-                self._remember(event.value, reviewed=frozenset(new))
+                self._history.remember(self.labels_layer, event.value, reviewed=frozenset(new))
 
     def mark_reviewed_display(self, display_indices) -> set[int]:
         """Mark slices (display indices) reviewed; returns the native ones that were new."""
@@ -235,7 +208,7 @@ class LoopSession:
     def unreview_display(self, display_indices) -> None:
         """The slices (display indices) are not reviewed any more (not even accepted)."""
         native = set(self._native(display_indices))
-        self._accepted -= native
+        self._history.accepted -= native
         self.dirty = True
         self.loop.unmark_reviewed(native)
 
@@ -255,7 +228,7 @@ class LoopSession:
 
     def accept_display_slice(self, index: int) -> None:
         """Accept a slice (display index) as correct: reviewed, and kept so by undo."""
-        self._accepted.update(self._native([index]))
+        self._history.accepted.update(self._native([index]))
         self.mark_reviewed_display([index])
 
     def accept_doubts(self, index: int) -> list[str]:
@@ -281,50 +254,15 @@ class LoopSession:
         return doubts
 
     # --- undo and redo ------------------------------------------------------------------
-    def _track_history(self, layer) -> None:
-        """Undo/redo of ``layer`` also undo/redo what each step did to the review.
-
-        napari 0.9 emits no event on undo or redo, so the layer's own ``undo`` and
-        ``redo`` (which its Ctrl-Z / Shift-Ctrl-Z key bindings call) are wrapped; the
-        item about to move is recognised by its atoms (`_history_key`).
-        """
-        if getattr(layer, "_napari_unet_tracked", False):
+    def _undo_moved(self, layer, item, undone: bool) -> None:
+        """Undo/redo of ``layer`` (`track_undo`) also undo/redo what ``item`` did to the
+        review, when ``layer`` is still the loop's."""
+        if layer is not self.labels_layer:
             return
-        layer._napari_unet_tracked = True
-
-        def tracked(method, queue: str, undone: bool):
-            def run() -> None:
-                history = getattr(layer, queue)
-                item = history[-1] if history else None
-                method(layer)
-                if item is not None and layer is self.labels_layer:
-                    self._history_moved(item, undone=undone)
-
-            return run
-
-        layer.undo = tracked(type(layer).undo, "_undo_history", True)
-        layer.redo = tracked(type(layer).redo, "_redo_history", False)
-
-    def _remember(self, item, **fields) -> None:
-        """Keep what undo item ``item`` did (forgetting items napari has dropped)."""
-        layer = self.labels_layer
-        live = {_history_key(i) for i in (*layer._undo_history, *layer._redo_history)}
-        self._steps = {key: step for key, step in self._steps.items() if key in live}
-        self._steps[_history_key(item)] = _HistoryStep(list(item), **fields)
-
-    def _history_moved(self, item, *, undone: bool) -> None:
         loop = self.loop
         loop.labels_edited()  # the labels changed behind the loop's back
         self.dirty = True
-        step = self._steps.get(_history_key(item))
-        if step is None:
-            return
-        if step.writer is not None:
-            loop.labels_writer = step.writer[0 if undone else 1]
-        if step.reviewed and undone:
-            loop.unmark_reviewed(step.reviewed - self._accepted)
-        elif step.reviewed:
-            loop.mark_reviewed(step.reviewed)
+        self._history.replay(loop, item, undone=undone)
 
     def reviewed_display(self) -> list[int]:
         ws = self.workspace
@@ -367,7 +305,8 @@ class LoopSession:
 
         edit = self.loop.merge(prediction, only=only, writer=write, planned=planned)
         if self._merge_item is not None:
-            self._remember(self._merge_item, writer=(writer_before, self.loop.labels_writer))
+            writer = (writer_before, self.loop.labels_writer)
+            self._history.remember(self.labels_layer, self._merge_item, writer=writer)
         self.dirty = True
         return edit.voxels
 
@@ -468,25 +407,3 @@ class LoopSession:
     def models_folder(self) -> Path:
         """Where new model versions are written (the loop's choice)."""
         return self.loop.models_folder
-
-
-def touched_slices(atom: Any, axis: int) -> set[int]:
-    """Slice indices along ``axis`` changed by one napari paint-history atom.
-
-    napari records either ``(indices, old_values, new_values)`` (fancy indices) or, for
-    brush strokes and fills, a masked atom with a bounding box ``slice_key`` and a
-    ``mask`` of the changed voxels inside it (None: all of them).
-    """
-    slice_key = getattr(atom, "slice_key", None)
-    if slice_key is not None:
-        box = slice_key[axis]
-        start = box.start or 0
-        mask = getattr(atom, "mask", None)
-        if mask is None:
-            return set(range(start, box.stop))
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        return {start + int(i) for i in np.flatnonzero(mask.any(axis=others))}
-    indices = atom[0]
-    if len(indices) > axis and len(indices[axis]):
-        return {int(i) for i in np.unique(indices[axis])}
-    return set()
