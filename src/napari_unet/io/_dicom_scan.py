@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,36 +78,8 @@ def walk_files(
     stack: list[tuple[Path, int]] = [(root, 0)]
     while stack:
         folder, depth = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            if folder == root:
-                raise VolumeReadError(f"{root}: cannot read the folder ({e.strerror})") from e
-            walk.skip(folder, f"cannot list the folder ({e.strerror})")
-            continue
         subfolders = []
-        for entry in entries:
-            name = entry.name
-            if name.upper() == "DICOMDIR":
-                walk.dicomdir = True
-                continue
-            if name.startswith("."):
-                continue
-            walk.entries += 1
-            if walk.entries > max_entries:
-                raise VolumeReadError(
-                    f"{root}: more than {max_entries} files and folders; open the folder "
-                    "of one series (or a few) rather than a whole archive"
-                )
-            path = Path(entry.path)
-            link = False
-            try:
-                link = entry.is_symlink()
-                st = os.stat(path) if link else entry.stat(follow_symlinks=False)
-            except OSError as e:
-                walk.skip(path, "broken symbolic link" if link else f"cannot stat ({e.strerror})")
-                continue
+        for path, link, st in _folder_entries(folder, root, walk, max_entries):
             mode = st.st_mode
             if stat.S_ISREG(mode):
                 key = (st.st_dev, st.st_ino)
@@ -120,26 +92,96 @@ def walk_files(
                 subfolders.append((path, link))
             else:
                 walk.skip(path, f"{kind_of(mode)}, not read")
-        for path, link in reversed(subfolders):
-            try:
-                st = os.stat(path)
-            except OSError as e:
-                walk.skip(path, f"cannot stat ({e.strerror})")
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in visited:
-                if link:
-                    walk.skip(
-                        path, "link to a folder already read (a loop or a duplicate), not followed"
-                    )
-                continue
-            if depth + 1 > max_depth:
-                raise VolumeReadError(
-                    f"{root}: folders nested more than {max_depth} levels deep (e.g. "
-                    f"{path.relative_to(root).parts[0]}/…); open a folder nearer the images"
+        new = _new_folders(reversed(subfolders), root, walk, visited, depth + 1, max_depth)
+        stack.extend((path, depth + 1) for path in new)
+
+
+def _list_folder(folder: Path, root: Path, walk: Walk) -> list[os.DirEntry[str]]:
+    """The entries of ``folder`` sorted by name; none if it cannot be listed (reported
+    in ``walk``).
+
+    Raises:
+        VolumeReadError: ``root`` itself cannot be listed.
+    """
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        if folder == root:
+            raise VolumeReadError(f"{root}: cannot read the folder ({e.strerror})") from e
+        walk.skip(folder, f"cannot list the folder ({e.strerror})")
+        return []
+
+
+def _folder_entries(
+    folder: Path, root: Path, walk: Walk, max_entries: int
+) -> Iterator[tuple[Path, bool, os.stat_result]]:
+    """The entries of ``folder`` to examine, sorted by name: ``(path, is a symbolic link,
+    status)``, the status of a link's target. Hidden entries and DICOMDIR are left out
+    (a DICOMDIR is noted in ``walk``); entries that cannot be stat'ed are reported there.
+
+    Raises:
+        VolumeReadError: ``root`` cannot be listed, or ``walk`` has counted more than
+            ``max_entries`` entries.
+    """
+    for entry in _list_folder(folder, root, walk):
+        name = entry.name
+        if name.upper() == "DICOMDIR":
+            walk.dicomdir = True
+            continue
+        if name.startswith("."):
+            continue
+        walk.entries += 1
+        if walk.entries > max_entries:
+            raise VolumeReadError(
+                f"{root}: more than {max_entries} files and folders; open the folder "
+                "of one series (or a few) rather than a whole archive"
+            )
+        path = Path(entry.path)
+        link = False
+        try:
+            link = entry.is_symlink()
+            st = os.stat(path) if link else entry.stat(follow_symlinks=False)
+        except OSError as e:
+            walk.skip(path, "broken symbolic link" if link else f"cannot stat ({e.strerror})")
+            continue
+        yield path, link, st
+
+
+def _new_folders(
+    subfolders: Iterable[tuple[Path, bool]],
+    root: Path,
+    walk: Walk,
+    visited: set[tuple[int, int]],
+    depth: int,
+    max_depth: int,
+) -> Iterator[Path]:
+    """The ``(path, is a symbolic link)`` subfolders not read yet, which are added to
+    ``visited`` (device, inode); a link to one already read is reported in ``walk``.
+
+    Raises:
+        VolumeReadError: a new folder lies ``depth`` > ``max_depth`` levels below ``root``.
+    """
+    for path, link in subfolders:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            walk.skip(path, f"cannot stat ({e.strerror})")
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            if link:
+                walk.skip(
+                    path, "link to a folder already read (a loop or a duplicate), not followed"
                 )
-            visited.add(key)
-            stack.append((path, depth + 1))
+            continue
+        if depth > max_depth:
+            raise VolumeReadError(
+                f"{root}: folders nested more than {max_depth} levels deep (e.g. "
+                f"{path.relative_to(root).parts[0]}/…); open a folder nearer the images"
+            )
+        visited.add(key)
+        yield path
 
 
 @dataclass
