@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from napari_unet.evaluation.metrics import dice_per_class, mean_dice
 from napari_unet.io.volume import Volume
@@ -38,10 +37,9 @@ from napari_unet.jobs import Job, Progress, never, run_job
 from napari_unet.loop.core import Loop
 from napari_unet.loop.steps import TrainedVersion
 from napari_unet.models.spec import ModelSpec
-from napari_unet.training.config import TrainConfig
+from napari_unet.training.config import TrainConfig, cpu_threads, torch_threads
 from napari_unet.training.data import check_same_grid
 from napari_unet.training.scoring import DriftCheck
-from napari_unet.training.trainer import cpu_threads
 from napari_unet.typing import Device, Strategy
 
 #: The strategy names (`typing.Strategy` values).
@@ -176,10 +174,7 @@ def simulate_steps(
     cfg, later = _round_configs(config, finetune_config, device)
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
     threads = cpu_threads(cfg.threads) if resolve_device(device).type == "cpu" else None
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return (
             yield from _rounds(
                 image,
@@ -198,9 +193,6 @@ def simulate_steps(
                 stop=stop,
             )
         )
-    finally:
-        if threads:
-            torch.set_num_threads(old_threads)
 
 
 def _check_start(

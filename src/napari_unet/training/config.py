@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -120,3 +122,19 @@ def cpu_threads(threads: int | None = None) -> int:
     if threads:
         return max(1, int(threads))
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch uses ``threads`` CPU threads inside the block, and its former count after
+    (None or 0: the count is left as it is)."""
+    import torch
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(old_threads)

@@ -39,7 +39,7 @@ import torch
 
 from napari_unet.jobs import Job, never
 from napari_unet.models.spec import ModelSpec
-from napari_unet.training.config import TrainConfig, cpu_threads, lr_factor
+from napari_unet.training.config import TrainConfig, cpu_threads, lr_factor, torch_threads
 from napari_unet.training.data import SparseVolume
 from napari_unet.training.handlers import (
     BestState,
@@ -159,14 +159,8 @@ def finetune_steps(
     cfg = config or TrainConfig()
     dev = resolve_device(cfg.device)
     threads = cpu_threads(cfg.threads) if dev.type == "cpu" else None
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return (yield from _train(model, spec, list(data), list(replay), cfg, dev, stop))
-    finally:
-        if threads:
-            torch.set_num_threads(old_threads)
 
 
 @dataclass
