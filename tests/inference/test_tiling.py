@@ -93,3 +93,18 @@ def test_nnunet_importance_map_peaks_at_ten_and_has_no_zeros():
     assert w.shape == (8, 32, 32) and w.dtype == torch.float32
     assert float(w.max()) == pytest.approx(10, rel=1e-3) and float(w[4, 16, 16]) == float(w.max())
     assert float(w.min()) > 0
+
+
+def test_the_tile_search_refines_below_its_16_voxel_grid() -> None:
+    """512×512×128 with a 64³ patch and 2²⁰ voxels: 88×88×128 (49 tiles) computes fewer
+    voxels than the coarse search's 80×80×128 (64 tiles)."""
+    from napari_unet.inference.stitch import Layout
+
+    tile = choose_tile((512, 512, 128), (64, 64, 64), divisor=8, max_voxels=2**20,
+                       min_overlap=(16, 16, 16), grow=True)  # fmt: skip
+    assert tile == (88, 88, 128)
+
+    def computed(t):
+        return Layout.over((512, 512, 128), t, [16, 16, 16], 8).n_tiles * np.prod(t)
+
+    assert computed(tile) < computed((80, 80, 128))
