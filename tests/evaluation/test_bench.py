@@ -131,14 +131,20 @@ def test_phantom_drawn_in_bounding_boxes_equals_the_whole_grid_version(shape, se
 
 
 def test_tuned_candidates_are_our_tile_and_a_larger_window_or_batched_slices():
-    cands = bench.tuned_candidates("3d", (512, 512, 128), [80, 80, 128], "cpu")
+    cands = bench.tuned_candidates("3d", (512, 512, 128), [88, 88, 128], "cpu", [64, 64, 64])
     assert cands == [
-        {"roi_size": [80, 80, 128], "sw_batch_size": 4},
+        {"roi_size": [88, 88, 128], "sw_batch_size": 4},
         {"roi_size": [128, 128, 64], "sw_batch_size": 4},
+        {"roi_size": [80, 80, 128], "sw_batch_size": 4},
+        {"roi_size": [64, 64, 64], "sw_batch_size": 4},
     ]
-    # the larger window is clipped to the volume, and not tried twice
-    small = bench.tuned_candidates("3d", (128, 128, 40), [128, 128, 40], "cpu")
-    assert small == [{"roi_size": [128, 128, 40], "sw_batch_size": 4}]
+    # the windows are clipped to the volume, and none is tried twice
+    small = bench.tuned_candidates("3d", (128, 128, 40), [128, 128, 40], "cpu", [64, 64, 64])
+    assert small == [
+        {"roi_size": [128, 128, 40], "sw_batch_size": 4},
+        {"roi_size": [80, 80, 40], "sw_batch_size": 4},
+        {"roi_size": [64, 64, 40], "sw_batch_size": 4},
+    ]
     assert bench.tuned_candidates("2d", (512, 512, 128), [512, 512], "cpu") == [
         {"batch": 1},
         {"batch": 2},
