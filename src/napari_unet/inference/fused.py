@@ -6,8 +6,9 @@ Why: in eager mode PyTorch picks oneDNN for a convolution only above a size heur
 weights on every call, and runs ``ConvTranspose`` far below the speed of a plain
 convolution. Prepacking every convolution once per prediction (oneDNN's
 ``_convolution_pointwise`` ops, the ones ``torch.compile``'s CPU backend emits, with no
-compile step) took the inference benchmark's 3D U-Net from 32 to 19 ms per
-80×80×128 tile on 2 cores (benchmarks/results/inference_cpu.json).
+compile step) took the inference benchmark's 3D U-Net from 32–37 to 18–20 ms per
+80×80×128 tile on 2 cores (timed on its own; end to end:
+benchmarks/results/inference_full_cpu.json).
 
 Networks with instance, group or layer norm are left as they are: nothing folds there,
 and on nnU-Net's 3D PlainConvUNet (31 M parameters, 96³ tile) the packed copy was no
