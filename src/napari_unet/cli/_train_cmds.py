@@ -97,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _budget_args(p: argparse.ArgumentParser, *, later: bool = False) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument(
-        "--steps", type=STEPS, metavar="N", help="optimizer steps (default 300; at most 10^6)"
+        "--steps", type=STEPS, metavar="N", help="optimizer steps (default 600; at most 10^6)"
     )
     budget.add_argument(
         "--seconds", type=SECONDS, metavar="S", help="wall-time budget (s; at most 7 days)"
