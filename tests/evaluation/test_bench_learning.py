@@ -85,3 +85,22 @@ def test_held_out_slices_outside_the_volume_are_refused(bl):
     cfg = TrainConfig(steps=1, augmentation="none", device="cpu")
     with pytest.raises(ValueError, match=r"held_out slices must be in \[0, 16\) along axis 2"):
         simulate(image, truth, spec=spec, config=cfg, device="cpu", held_out=[3, 16])
+
+
+def test_ceiling_reveals_every_content_slice_but_the_test_set(bl, monkeypatch):
+    from napari_unet.loop.simulation import content_slices
+    from napari_unet.samples import Sample
+
+    image, truth = _blobs()
+    sample = Sample(key="blobs", title="blobs", image=image, labels=truth,
+                    label_names=["fg"], label_colors=["#ff0000"])  # fmt: skip
+    monkeypatch.setattr(bl, "load", lambda key: sample)
+    out = bl.run_sample("blobs", device="cpu", seeds=[0], strategies=[], k=2, rounds=1,
+                        steps=2, log=lambda m: None, ceiling=True)  # fmt: skip
+    content = set(int(s) for s in content_slices(image.array, out["slice_axis"]))
+    (run,) = out["ceiling"]["per_seed"]
+    assert set(run["slices"]) == content - set(out["test_slices"])
+    assert out["ceiling"]["slices_per_round"] == len(content) - len(out["test_slices"])
+    assert "target" not in out and "curves" not in out
+    row = bl.summary([out])[0]
+    assert row[f"ceiling_{out['ceiling']['slices_per_round']}_slices"]["n"] == 1
