@@ -12,6 +12,16 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.gui)
 
 
+@pytest.fixture(autouse=True)
+def _no_idle_collector_left():
+    """A panel installs the process's idle garbage collector (`_gc_freeze`); later
+    tests start without it."""
+    yield
+    from napari_unet._widgets import _gc_freeze
+
+    _gc_freeze.uninstall()
+
+
 @pytest.fixture
 def tiny_scan(tmp_path):
     """A 40×36×10 MR-like scan (LPS, 1×1×3 mm) with a bright ball, and its truth mask."""

@@ -16,7 +16,7 @@ from qtpy.compat import isalive
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QScrollArea, QVBoxLayout, QWidget
 
-from napari_unet._widgets import _status
+from napari_unet._widgets import _gc_freeze, _status
 from napari_unet._widgets._collapsible import CollapsibleSection
 from napari_unet._widgets._identity import ScanIdentity
 from napari_unet._widgets._progress_bar import JobProgressBar
@@ -110,6 +110,9 @@ class UNetPanel(QWidget):
         # for ~0.2 s while it initialises, and docking (which calls back into Python for
         # every event) waited for it: 290 ms to open the panel (bench_gui_stall.py)
         self.warmed_up = done_event()
+        # full garbage collections wait for a pause in the user's input (_gc_freeze)
+        self.idle_collector = _gc_freeze.install(self)
+        self.viewer.layers.events.removed.connect(_request_collection)
         QTimer.singleShot(WARM_UP_DELAY_MS, start_warm_up)
 
     def eventFilter(self, watched, event) -> bool:  # Qt override
@@ -250,3 +253,8 @@ class _EnabledWatch(QObject):
         if event.type() == QEvent.Type.EnabledChange:
             self.callback()
         return False
+
+
+def _request_collection(_event=None) -> None:
+    """A removed layer's array is freed only by a full collection (see `_gc_freeze`)."""
+    _gc_freeze.request_collection()
