@@ -4,7 +4,9 @@
 checks ``stop`` before each one (raising `jobs.Cancelled`) and returns a `Prediction`
 whose label map lies exactly on the input's grid. `predict_volume` drains it.
 
-It reads as its steps: resolve the options (`_resolve_model`, `_check_slices`) →
+It reads as its steps: resolve the options (`_options`: `resolve_model`,
+`check_options`) → hand a model in another orientation to `inference.orientation`, an
+nnU-Net style spec to `inference.nnunet_style` (`_nnunet_steps`), else `_tiled_steps`:
 prepare the input (`_prepare_input`: normalisation parameters, resampling to the
 model grid) → plan tiles and batches (`_plan_tiles`) → run the batches, the part that
 yields (`_run_batches`: blending, argmax and entropy happen in `inference.stitch`) →
@@ -21,14 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet.inference.device import autocast_dtype, resolve_device
+from napari_unet.inference._options import (
+    CheckedOptions,
+    PredictOptions,
+    check_options,
+    resolve_model,
+)
+from napari_unet.inference.device import autocast_dtype
 from napari_unet.inference.preprocess import (
     NormParams,
     as_contiguous,
     model_grid_shape,
     normalization_params,
     resample,
-    spec_slice_axis,
 )
 from napari_unet.inference.runner import Runner, eval_on, first_width
 from napari_unet.inference.stitch import Layout, slices_2d, sliding_window_3d
@@ -142,81 +149,67 @@ def predict_steps(
         jobs.Cancelled: ``stop()`` returned True.
     """
     t0 = time.perf_counter()
-    net, spec = _resolve_model(model, spec)
+    options = PredictOptions(
+        device=device, batch_size=batch_size, slice_axis=slice_axis, slices=slices,
+        overlap=overlap, roi_size=roi_size, uncertainty=uncertainty, precision=precision,
+        channels_last=channels_last, stop=stop,
+    )  # fmt: skip
+    net, spec = resolve_model(model, spec)
     from napari_unet.inference.orientation import predict_oriented_steps, reorientation_for
 
     if reorientation_for(spec, volume) is not None:  # e.g. an imported model expecting RAS
-        return (
-            yield from predict_oriented_steps(
-                model, spec, volume, device=device, batch_size=batch_size,
-                slice_axis=slice_axis, slices=slices, overlap=overlap, roi_size=roi_size,
-                uncertainty=uncertainty, precision=precision, channels_last=channels_last,
-                stop=stop,
-            )
-        )  # fmt: skip
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    precision = Precision.check(precision, "precision")
-    dev = resolve_device(device)
-    ax = spec_slice_axis(spec, volume.through_plane_axis, slice_axis)
-    slices = _check_slices(slices, volume.shape[ax], ax)
+        return (yield from predict_oriented_steps(model, spec, volume, **options.kwargs()))
+    checked = check_options(spec, volume, options)
     if spec.inference_style == "nnunet":  # nnU-Net's own tiling and resampling
-        from napari_unet.inference.nnunet_style import predict_nnunet_steps
+        return (yield from _nnunet_steps(net, spec, volume, checked))
+    return (yield from _tiled_steps(net, spec, volume, checked, t0))
 
-        return (
-            yield from predict_nnunet_steps(
-                net, spec, volume, dev=dev, ax=ax, slices=slices, batch_size=batch_size,
-                uncertainty=uncertainty, precision=precision, stop=stop,
-            )
-        )  # fmt: skip
-    grid, params, source = _prepare_input(volume, spec, ax)
-    plan = _plan_tiles(net, spec, dev, grid, ax, overlap=overlap, roi_size=roi_size,
-                       batch_size=batch_size, channels_last=channels_last)  # fmt: skip
-    amp = autocast_dtype(dev, precision, net=net)
-    out_labels, out_unc, run = yield from _run_batches(
-        net, spec, dev, amp, plan, source, params, ax=ax, input_shape=volume.shape,
-        slices=slices, uncertainty=uncertainty, stop=stop,
+
+def _nnunet_steps(
+    net: torch.nn.Module, spec: ModelSpec, volume: Volume, opts: CheckedOptions
+) -> Job[Prediction]:
+    """The job of `inference.nnunet_style.predict_nnunet_steps` with the checked options."""
+    from napari_unet.inference.nnunet_style import predict_nnunet_steps
+
+    return predict_nnunet_steps(
+        net, spec, volume, dev=opts.dev, ax=opts.ax, slices=opts.slices,
+        batch_size=opts.given.batch_size, uncertainty=opts.given.uncertainty,
+        precision=opts.precision, stop=opts.given.stop,
     )  # fmt: skip
-    label_vol, unc_vol = _to_input_grid(out_labels, out_unc, volume, spec, ax, slices)
+
+
+def _tiled_steps(
+    net: torch.nn.Module, spec: ModelSpec, volume: Volume, opts: CheckedOptions, t0: float
+) -> Job[Prediction]:
+    """Our own prediction, the part of `predict_steps` that yields: the input on the model
+    grid, tiles and batches planned, the batches run, the result back on the input grid.
+
+    Args:
+        t0: `time.perf_counter` when the job started (for ``Prediction.seconds``).
+    """
+    given = opts.given
+    grid, params, source = _prepare_input(volume, spec, opts.ax)
+    plan = _plan_tiles(net, spec, opts.dev, grid, opts.ax, overlap=given.overlap,
+                       roi_size=given.roi_size, batch_size=given.batch_size,
+                       channels_last=given.channels_last)  # fmt: skip
+    amp = autocast_dtype(opts.dev, opts.precision, net=net)
+    out_labels, out_unc, run = yield from _run_batches(
+        net, spec, opts.dev, amp, plan, source, params, ax=opts.ax, input_shape=volume.shape,
+        slices=opts.slices, uncertainty=given.uncertainty, stop=given.stop,
+    )  # fmt: skip
+    label_vol, unc_vol = _to_input_grid(out_labels, out_unc, volume, spec, opts.ax, opts.slices)
     info = {
         "tile": list(plan.tile),
         "batch_size": run.batch_size,
         "n_tiles": plan.layout.n_tiles,
         "precision": str(amp).replace("torch.", "") if amp else "float32",
         "model_grid": list(grid),
-        "slice_axis": ax,
+        "slice_axis": opts.ax,
         "channels_last": plan.channels_last,
     }
     return Prediction(
         label_vol, unc_vol, time.perf_counter() - t0, str(run.device), run.messages, info
     )
-
-
-def _resolve_model(model: Any, spec: ModelSpec | None) -> tuple[torch.nn.Module, ModelSpec]:
-    """The network and its spec from a `LoadedModel` or a module with its spec."""
-    from napari_unet.models.files import LoadedModel
-
-    net = model.model if isinstance(model, LoadedModel) else model
-    if spec is None and isinstance(model, LoadedModel):
-        spec = model.spec
-    if not isinstance(spec, ModelSpec):
-        raise ValueError("spec must be given when model is a plain torch.nn.Module")
-    if not isinstance(net, torch.nn.Module):
-        raise ValueError(
-            f"model must be a LoadedModel or torch.nn.Module, got {type(model).__name__}"
-        )
-    return net, spec
-
-
-def _check_slices(slices: Sequence[int] | None, n_slices: int, ax: int) -> list[int] | None:
-    """The requested slice indices, sorted and unique; ValueError for one outside."""
-    if slices is None:
-        return None
-    slices = sorted({int(s) for s in slices})
-    bad = [s for s in slices if not 0 <= s < n_slices]
-    if bad:
-        raise ValueError(f"slices {bad[:5]} outside 0..{n_slices - 1} along axis {ax}")
-    return slices
 
 
 def _prepare_input(
