@@ -32,7 +32,6 @@ from psygnal import Signal
 
 import napari_unet.loop._jobs as _jobs
 import napari_unet.loop._persist as _persist
-import napari_unet.loop._review as _review
 import napari_unet.loop._versions as _versions
 from napari_unet.errors import InputError
 from napari_unet.io.volume import Volume
@@ -41,8 +40,8 @@ from napari_unet.loop._busy import BusyJob as _BusyJob
 from napari_unet.loop._predictions import label_array as _label_array
 from napari_unet.loop._predictions import merge_edit, writer_of
 from napari_unet.loop._review import ALMOST_EMPTY, UNCERTAIN_SLICE
-from napari_unet.loop.merge import Edit, SliceInformation, merge_unreviewed, unreviewed_content
-from napari_unet.loop.merge import empty_slices as _empty_slices
+from napari_unet.loop._reviewing import ReviewMixin
+from napari_unet.loop.merge import Edit, merge_unreviewed
 from napari_unet.loop.steps import TrainedVersion
 from napari_unet.typing import Device
 from napari_unet.workspace import ModelVersion, Workspace
@@ -50,7 +49,7 @@ from napari_unet.workspace import ModelVersion, Workspace
 __all__ = ["ALMOST_EMPTY", "UNCERTAIN_SLICE", "Loop"]
 
 
-class Loop:
+class Loop(ReviewMixin):
     """One scan's segmentation loop (see the module docstring).
 
     Args:
@@ -77,7 +76,6 @@ class Loop:
 
     labels_writer: str | None = None
     _labels_epoch = 0  # bumped whenever the labels change other than by painting
-    _information: _review.InformationCache | None = None
 
     labels_changed = Signal(object)
     reviewed_changed = Signal()
@@ -256,95 +254,13 @@ class Loop:
         self.reviewed_changed.emit()
 
     # --- review ----------------------------------------------------------------------------
-    def mark_reviewed(self, slices: Iterable[int]) -> set[int]:
-        """Mark slices (native indices along `slice_axis`) as reviewed; returns the new ones."""
-        new = self.workspace.mark_reviewed(list(slices))
-        if new:
-            self.reviewed_changed.emit()
-        return new
-
-    def unmark_reviewed(self, slices: Iterable[int]) -> None:
-        before = set(self.workspace.reviewed)
-        self.workspace.unmark_reviewed(list(slices))
-        if self.workspace.reviewed != before:
-            self.reviewed_changed.emit()
-
-    def accept(self, index: int) -> None:
-        """The slice is correct as it is: it becomes reviewed."""
-        self.mark_reviewed([index])
-
-    def next_to_review(self) -> int | None:
-        """The unreviewed slice worth reviewing most (see `review_order`); None when all
-        are reviewed."""
-        order = self.review_order()
-        return order[0] if order else None
-
-    def review_order(self) -> list[int]:
-        """The unreviewed slices (native indices), the most informative first.
-
-        With the last prediction's uncertainty, slices rank by their information: the
-        uncertainty summed over the voxels predicted foreground or near it
-        (`merge.slice_information`), so much tissue of medium uncertainty comes before
-        a few very uncertain voxels. Slices with almost no foreground (`ALMOST_EMPTY`
-        of the median foreground; edge slices) come last. Ties, and no uncertainty:
-        the middle of the widest run of unreviewed slices first (the scan's ends count
-        as reviewed), which spreads the reviews out and leaves the edges for last.
-        """
-        ws = self.workspace
-        return _review.review_order(ws.reviewed, ws.n_slices, self.slice_information)
-
-    def slice_information(self) -> SliceInformation:
-        """Per-slice information, uncertainty and foreground of the labels and the last
-        prediction's uncertainty (`merge.slice_information`).
-
-        Kept until a merge, `use_labels`, `labels_edited` or a new uncertainty; painting
-        (which only changes slices it makes reviewed) does not recompute it.
-        """
-        self._information = _review.cached_information(
-            self._information, self.last_uncertainty, self.labels, self._labels_epoch,
-            slice_axis=self.slice_axis,
-        )  # fmt: skip
-        return self._information[3]
-
-    def slice_uncertainty(self, index: int) -> float | None:
-        """Mean uncertainty of the last prediction over a slice's foreground and the
-        voxels near it (compare with `UNCERTAIN_SLICE`); None without an uncertainty."""
-        if self.last_uncertainty is None:
-            return None
-        return float(self.slice_information().mean_uncertainty[int(index)])
-
-    def labels_edited(self) -> None:
-        """The labels were changed in place from outside (an undo in the viewer): figures
-        derived from them are recomputed; `labels_changed(None)` is emitted."""
-        self._labels_epoch += 1
-        self.labels_changed.emit(None)
-
+    # (marking, ordering and content queries: `ReviewMixin`, loop/_reviewing.py)
     @property
     def trained(self) -> bool:
         """Whether the live model has learned from data: fine-tuned (its version's
         metrics have ``steps`` or ``trained_slices``) or imported from a trained model
         (its lineage names the source). False for a new model and without a model."""
         return _versions.is_trained(self.model, self.current)
-
-    def foreign_content(self) -> int:
-        """Foreground voxels on unreviewed slices that the live model's line did not write.
-
-        Content is the model's own when the last merge over every unreviewed slice came
-        from the current version, an ancestor or a descendant of it (a fine-tune's
-        re-prediction, a roll back). Anything else (an adopted segmentation, labels
-        from a file or an earlier session, another model's prediction) is foreign: a
-        merge would replace it, so a front end asks first. Returns its voxel count.
-        """
-        ws = self.workspace
-        if _versions.same_line(ws.models, self.labels_writer, ws.current):
-            return 0
-        return unreviewed_content(self.labels, reviewed=self.workspace.reviewed,
-                                  slice_axis=self.slice_axis)  # fmt: skip
-
-    def empty_slices(self) -> list[int]:
-        """Unreviewed slices without foreground (for ``merge(..., only=...)``)."""
-        return _empty_slices(self.labels, reviewed=self.workspace.reviewed,
-                             slice_axis=self.slice_axis)  # fmt: skip
 
     # --- jobs ------------------------------------------------------------------------------
     def predict(
