@@ -55,7 +55,7 @@ def job_ended() -> None:
         last = _active == 0
         collector = _collector
     if collector is not None:
-        collector.requested.emit()  # queued to the GUI thread when called elsewhere
+        _emit(collector)
     elif last:
         with _lock:
             if _active == 0:
@@ -71,7 +71,14 @@ def request_collection() -> None:
     """Ask for a full collection at the next idle moment (no-op without a collector)."""
     collector = _collector
     if collector is not None:
-        collector.requested.emit()
+        _emit(collector)
+
+
+def _emit(collector: IdleCollector) -> None:
+    try:
+        collector.requested.emit()  # queued to the GUI thread when called elsewhere
+    except RuntimeError:  # the panel (its parent) was deleted meanwhile
+        _forget()
 
 
 def installed() -> IdleCollector | None:
