@@ -115,7 +115,10 @@ def main() -> dict:
 
     meter.start()
     start_ms = _timed_ms(lambda: panel.segment_section.run(only_unreviewed=False))
-    seconds = wait(app, lambda: not panel.segment_section.run_button.isEnabled(), 600)
+    loop = panel.session.loop
+    # until the prediction is merged into the labels (the button may come back first)
+    seconds = wait(app, lambda: not panel.segment_section.run_button.isEnabled()
+                   or loop.labels_writer is None, 600)  # fmt: skip
     results["inference"] = {**meter.stop(), "start_ms": start_ms, "job_seconds": round(seconds, 2)}
 
     session = panel.session
