@@ -100,3 +100,33 @@ def test_a_merge_is_drawn_on_the_slice_in_view(panel, tiny_scan, qtbot):
     assert np.abs(canvas().astype(int) - before).mean() > 5  # the slice turned colour
     labels.undo()
     assert np.abs(canvas().astype(int) - before).mean() < 1
+
+
+def test_a_merge_prepared_in_the_worker_writes_and_undoes_like_the_plain_one():
+    """`write_changes` with the flat index of `display_edit` (computed off the GUI
+    thread) writes the same voxels and records the same undo step as the per-axis
+    index; a layer array that is not C-contiguous takes the per-axis path."""
+    import napari
+
+    from napari_unet._widgets._labels_write import display_edit, write_changes
+    from napari_unet.io.display import display_geometry
+    from napari_unet.loop.merge import merge_unreviewed
+
+    rng = np.random.default_rng(0)
+    native = (6, 7, 5)
+    affine = np.array([[-1.0, 0, 0, 0], [0, 0, 2.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1]])
+    geometry = display_geometry(affine, native)  # axes permuted and flipped
+    prediction = rng.integers(0, 3, native).astype(np.uint8)
+    edit = merge_unreviewed(np.zeros(native, np.uint8), prediction, reviewed=[2],
+                            slice_axis=2, write=False)  # fmt: skip
+    shown = display_edit(edit, geometry)
+    assert shown.shape == geometry.display_shape != native
+    expected = geometry.to_display(np.where(np.arange(5) == 2, 0, prediction))
+    for data in (np.zeros(shown.shape, np.uint8), np.zeros(shown.shape[::-1], np.uint8).T):
+        layer = napari.layers.Labels(data)
+        write_changes(layer, shown.index, edit.new, flat=shown.flat)
+        np.testing.assert_array_equal(layer.data, expected)
+        (atom,) = layer._undo_history[-1]
+        assert atom[0] is shown.index and not atom[1].any()
+        layer.undo()
+        assert not layer.data.any()

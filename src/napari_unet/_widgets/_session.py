@@ -20,7 +20,7 @@ from psygnal import Signal
 
 from napari_unet._layers import labels_layer_data, volume_from_layer
 from napari_unet._widgets._history import ReviewHistory, touched_slices, track_undo
-from napari_unet._widgets._labels_write import write_changes
+from napari_unet._widgets._labels_write import DisplayEdit, display_edit, write_changes
 from napari_unet.errors import InputError, NapariUnetError
 from napari_unet.io.display import METADATA_KEY, DisplayGeometry
 from napari_unet.loop import Edit, Loop
@@ -281,7 +281,12 @@ class LoopSession:
         return int(self.geometry.to_display_index(self.workspace.slice_axis, native))
 
     # --- predictions ----------------------------------------------------------------------
-    def merge_prediction(self, prediction, *, only=None, planned=None) -> int:
+    def display_edit(self, planned: Edit) -> DisplayEdit:
+        """`planned` in the labels layer's order (for `merge_prediction`; safe in a
+        worker thread: it only reads the geometry)."""
+        return display_edit(planned, self.geometry)
+
+    def merge_prediction(self, prediction, *, only=None, planned=None, shown=None) -> int:
         """Merge a `Prediction` into the labels layer as ONE undo step; returns voxels changed.
 
         The loop decides what to write (unreviewed slices only, the reviewed set read
@@ -289,6 +294,8 @@ class LoopSession:
         at most); `write_changes` writes it and records the old values as
         ``data_setitem`` does, so Ctrl-Z restores the labels exactly as they were before the merge,
         including what the user painted, and the loop's `labels_writer` with them.
+        ``shown``: `display_edit(planned)` from the worker, used when nothing was dropped
+        from ``planned`` since (no slice reviewed meanwhile).
         """
         layer = self.ensure_labels_layer()
         writer_before, self._merge_item = self.loop.labels_writer, None
@@ -296,10 +303,14 @@ class LoopSession:
         def write(edit: Edit) -> None:
             if not edit.voxels:
                 return
-            index = self.geometry.to_display_indices(edit.index)
+            ready = shown is not None and shown.source is edit  # nothing dropped since
+            if ready and tuple(layer.data.shape) == shown.shape:
+                index, flat = shown.index, shown.flat
+            else:
+                index, flat = self.geometry.to_display_indices(edit.index), None
             self._merging = True
             try:
-                write_changes(layer, index, edit.new)
+                write_changes(layer, index, edit.new, flat=flat)
             finally:
                 self._merging = False
 

@@ -180,11 +180,13 @@ class SegmentSection(QGroupBox):
             only = loop.empty_slices() if into == ONLY_EMPTY else None
             # the comparison over the whole volume, here in the worker: on the GUI
             # thread it froze the window for ~2 s (benchmarks/bench_gui_stall.py)
-            return prediction, only, loop.plan_merge(prediction, only=only)
+            planned = loop.plan_merge(prediction, only=only)
+            return prediction, only, planned, session.display_edit(planned)
 
         def done(result) -> None:
-            prediction, only, planned = result
-            changed = session.merge_prediction(prediction, only=only, planned=planned)
+            prediction, only, planned, shown = result
+            changed = session.merge_prediction(prediction, only=only, planned=planned,
+                                               shown=shown)  # fmt: skip
             if prediction.uncertainty is not None:
                 self._keep_uncertainty(loop.last_uncertainty)
             for message in prediction.messages:
